@@ -172,7 +172,7 @@ def load_cifar(name: str = 'cifar10', root=None, download: bool = False) -> CILD
     xy = {s: (to_nchw_uint8(d.data), torch.as_tensor(d.targets).long()) for s, d in ds.items()}
     return CILData(name, *xy['train'], *xy['test'], list(ds['train'].classes), flip=True, note=f'torchvision {cls} ({folder}), official split')
 
-# %% ../nbs/01_data.ipynb #de7f1fbc
+# %% ../nbs/01_data.ipynb #5267d9a1
 def _read_tree(path: Path, size, classes=None):
     from torchvision.datasets.folder import find_classes, make_dataset
     from PIL import Image
@@ -180,8 +180,8 @@ def _read_tree(path: Path, size, classes=None):
     if classes is not None:
         check(set(found) <= set(classes), f'{path} has classes {sorted(set(found) - set(classes))} that the train folder does not have')
         c2i = {c: classes.index(c) for c in found}
-    items = make_dataset(str(path), c2i, extensions=('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp'))
-    check(len(items) > 0, f'no images found under {path}: expected <class>/<image>.png (ImageFolder layout)')
+    try: items = make_dataset(str(path), c2i, extensions=('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp'))
+    except FileNotFoundError as e: raise CILError(f'no images found under {path} ({e}): expected <class>/<image>.png (ImageFolder layout)') from None
     ims = [Image.open(p) for p, _ in items]
     mode = 'L' if all(im.mode in ('L', '1', 'I;16', 'I') for im in ims) else 'RGB'
     ims = [im.convert(mode) for im in ims]

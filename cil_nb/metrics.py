@@ -210,18 +210,20 @@ def plot_accuracy_matrix(R, # T x T accuracies (%), `nan` above the diagonal
     if title: ax.set_title(title)
     return ax
 
-# %% ../nbs/03_metrics.ipynb #f00b6262
+# %% ../nbs/03_metrics.ipynb #e111cc00
 def plot_curves(runs: dict, # label -> `CILMetrics`, or label -> (n_seen, acc) sequences
                 head: str='cnn', # head to plot for `CILMetrics` runs
                 ax=None, title: str|None=None) -> plt.Axes:
     "Accuracy (%) against number of classes seen, one line per run; the legend gives each average incremental accuracy."
     check(len(runs) > 0, "plot_curves needs at least one run")
     if ax is None: _, ax = plt.subplots(figsize=(6, 4))
+    xs = set()
     for label, r in runs.items():
         if isinstance(r, CILMetrics): a = r.acc(head); ns = r.n_seen[:len(a)]
         else: ns, a = (np.asarray(v, dtype=float) for v in r)
         check(len(ns) == len(a), f"run {label!r}: {len(ns)} class counts but {len(a)} accuracies")
-        ax.plot(ns, a, marker='o', label=f'{label} ({average_incremental_accuracy(a):.2f})')
+        ax.plot(ns, a, marker='o', label=f'{label} ({average_incremental_accuracy(a):.2f})'); xs.update(np.asarray(ns).tolist())
+    if len(xs) <= 20: ax.set_xticks(sorted(xs))
     ax.set_xlabel('number of classes seen'); ax.set_ylabel('accuracy (%)')
     ax.grid(alpha=0.3); ax.legend(title='run (avg. inc. acc.)', fontsize='small')
     if title: ax.set_title(title)
