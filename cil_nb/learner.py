@@ -20,9 +20,10 @@ from .metrics import *
 from .memory import *
 
 # %% auto #0
-__all__ = ['CKPT_VERSION', 'Config', 'make_schedule', 'Method', 'Result', 'save_checkpoint', 'load_checkpoint', 'run']
+__all__ = ['METHODS', 'CKPT_VERSION', 'Config', 'make_schedule', 'Method', 'register', 'get_method', 'Result', 'save_checkpoint',
+           'load_checkpoint', 'run']
 
-# %% ../nbs/05_learner.ipynb #9d5b16b3
+# %% ../nbs/05_learner.ipynb #e3903d4a
 @dataclass
 class Config:
     "Settings every method shares (the LUCIR-family CIFAR recipe); methods subclass it with their own."
@@ -46,7 +47,7 @@ class Config:
     eval_batch_size: int = 1024
     amp: bool = True             # bfloat16 autocast, on CUDA only
     channels_last: bool = True   # on CUDA only
-    SMALL: ClassVar[dict] = dict(backbone='resnet20', epochs=4, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
+    SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
 
     @classmethod
     def small(cls, **kw): return cls(**{**cls._small_all(), **kw})
@@ -82,7 +83,7 @@ def make_schedule(opt, cfg: Config, epochs: int, steps_per_epoch: int):
     else: raise CILError(f"unknown schedule {cfg.schedule!r}: use 'multistep', 'cosine' or 'onecycle'")
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
-# %% ../nbs/05_learner.ipynb #ee7b0336
+# %% ../nbs/05_learner.ipynb #d867df91
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
     name = 'replay'
@@ -110,7 +111,8 @@ class Method:
     @property
     def heads(self): return ['cnn', 'nme'] if self.uses_memory else ['cnn']
     def build_model(self) -> CILNet:
-        return make_model(self.cfg.backbone, self.data.channels, self.cfg.head, self.cfg.norm)
+        kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
+        return make_model(self.cfg.backbone, self.data.channels, self.cfg.head, self.cfg.norm, **kw)
     def autocast(self):
         return torch.autocast('cuda', dtype=torch.bfloat16) if self.cuda and self.cfg.amp else nullcontext()
     def prep(self, x):
@@ -201,6 +203,20 @@ class Method:
         if st.get('memory') is not None: self.memory.load_state_dict(st['memory'], self.device)
         self.means = st.get('means')
     def __repr__(self): return f'{type(self).__name__}({self.cfg})'
+
+# %% ../nbs/05_learner.ipynb #43554cd3
+METHODS = {}
+
+def register(cls):
+    "Class decorator: make a `Method` subclass available by its `name`."
+    METHODS[cls.name] = cls; return cls
+
+def get_method(name: str, config: Config | None = None, **kw) -> Method:
+    "An instance of the registered method `name`."
+    check(name in METHODS, f'unknown method {name!r}: available are {", ".join(sorted(METHODS))}')
+    return METHODS[name](config, **kw)
+
+register(Method)
 
 # %% ../nbs/05_learner.ipynb #9344bef2
 @dataclass
