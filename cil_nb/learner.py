@@ -279,7 +279,7 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     raise TypeError(f'cannot write {type(o).__name__} to JSON')
 
-# %% ../nbs/05_learner.ipynb #c6666d60
+# %% ../nbs/05_learner.ipynb #7b71bc3b
 CKPT_VERSION = 1
 
 def save_checkpoint(path, method: Method, t: int, result: Result):
@@ -287,6 +287,7 @@ def save_checkpoint(path, method: Method, t: int, result: Result):
     atomic_save({'version': CKPT_VERSION, 'method': method.name, 'config': method.cfg.to_dict(), 'phase': t,
                  'order': list(method.sc.order), 'phase_sizes': list(method.sc.phase_sizes), 'dataset': method.data.name,
                  'seed': method.seed, 'head_sizes': list(method.model.head.sizes),
+                 'old_head_sizes': list(method.old_model.head.sizes) if method.old_model is not None else None,
                  'model': method.model.state_dict(),
                  'old_model': method.old_model.state_dict() if method.old_model is not None else None,
                  'extra': method.extra_state(), 'rng': rng_state(),
@@ -310,13 +311,15 @@ def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path):
     check(not diff, f'checkpoint {path} does not match this run (different {", ".join(diff)}): '
           f'resume with the same settings, or use another --out / delete the checkpoint')
 
-# %% ../nbs/05_learner.ipynb #0e97e2cc
+# %% ../nbs/05_learner.ipynb #bc4ebe73
 def _restore(method: Method, ck: dict):
     m = method.model
     for s in ck['head_sizes'][len(m.head.sizes):]: m.grow(s)
     m.to(method.device); m.load_state_dict(ck['model'])
     if ck['old_model'] is not None:
-        method.old_model = copy_frozen(m); method.old_model.load_state_dict(ck['old_model'])
+        old = method.build_model()
+        for s in ck['old_head_sizes']: old.grow(s)
+        old.to(method.device).load_state_dict(ck['old_model']); method.old_model = copy_frozen(old)
     method.load_extra_state(ck['extra'])
     set_rng_state(ck['rng'])
 

@@ -26,7 +26,8 @@ def test_end_to_end_on_digits(tmp_path):
     # --resume on a finished run re-does nothing and reports the same numbers
     r2 = cli('--method', 'icarl', '--dataset', 'digits', '--base', '4', '--increment', '2', '--per_class', '10',
              '--epochs', '3', '--size', '16', '--device', 'cpu', '--out', str(out), '--resume')
-    assert r2.returncode == 0, r2.stderr and 'resumed from' in r2.stdout
+    assert r2.returncode == 0, r2.stderr
+    assert 'resumed from' in r2.stdout
     assert json.loads((out / 'icarl' / 'results.json').read_text())['summary'] == res['summary']
 
 @pytest.mark.parametrize('args,msg', [
@@ -40,6 +41,7 @@ def test_end_to_end_on_digits(tmp_path):
     (['--memory', '100', '--per_class', '5'], 'not both'),
     (['--device', 'cuda:7'] if not __import__('torch').cuda.is_available() else ['--device', 'tpu'], 'device'),
     (['--out', '/proc/cil_nb_out'], 'cannot be written'),
+    (['--backbone', 'vit'], 'unknown backbone'),
 ])
 def test_bad_arguments(tmp_path, args, msg):
     out = tmp_path / 'never'

@@ -12,7 +12,7 @@ import torch; torch.set_num_threads(1)
 from cil_nb.data import Scenario, make_synthetic
 from cil_nb.learner import get_method
 import cil_nb.methods.baselines
-sc = Scenario(make_synthetic(n_classes=8, n_train=30, n_test=10, size=12), base=2, increment=2)
+sc = Scenario(make_synthetic(n_classes=8, n_train=30, n_test=10, size=16), base=2, increment=2)
 method = lambda: get_method('icarl', epochs=2, batch_size=16, per_class=5)
 '''
 
