@@ -311,7 +311,7 @@ def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path):
     check(not diff, f'checkpoint {path} does not match this run (different {", ".join(diff)}): '
           f'resume with the same settings, or use another --out / delete the checkpoint')
 
-# %% ../nbs/05_learner.ipynb #bc4ebe73
+# %% ../nbs/05_learner.ipynb #b406a263
 def _restore(method: Method, ck: dict):
     m = method.model
     for s in ck['head_sizes'][len(m.head.sizes):]: m.grow(s)
@@ -338,13 +338,14 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
         log(f'resumed from {out / "checkpoint.pt"} after phase {ck["phase"]}')
     if progress is None: progress = not in_test()
     n_phases = scenario.n_phases if phases is None else min(phases, scenario.n_phases)
+    if progress:
+        from tqdm.auto import tqdm
+        phase_bar = tqdm(total=n_phases, initial=start, desc=method.name, unit='phase')
+        if log is print: log = tqdm.write    # keep the phase lines from tearing the bars
     for t in range(start, n_phases):
         p = scenario[t]; t0 = time.perf_counter()
         method.before_phase(p)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=method.epochs(p), desc=f'phase {t}', leave=False)
+        bar = tqdm(total=method.epochs(p), desc=f'phase {t}', unit='epoch', leave=False) if progress else None
         fit = method.fit_phase(p, (lambda ep, h: (bar.update(1), bar.set_postfix({k: f'{v:.3f}' for k, v in h.items()}))) if bar else None)
         if bar: bar.close()
         if method.cuda: torch.cuda.synchronize(device)
@@ -365,4 +366,6 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
         if out is not None:
             save_checkpoint(out / 'checkpoint.pt', method, t, res)
             res.save(out / 'results.json')
+        if progress: phase_bar.update(1)
+    if progress: phase_bar.close()
     return res
