@@ -172,7 +172,7 @@ def load_cifar(name: str = 'cifar10', root=None, download: bool = False) -> CILD
     xy = {s: (to_nchw_uint8(d.data), torch.as_tensor(d.targets).long()) for s, d in ds.items()}
     return CILData(name, *xy['train'], *xy['test'], list(ds['train'].classes), flip=True, note=f'torchvision {cls} ({folder}), official split')
 
-# %% ../nbs/01_data.ipynb #5267d9a1
+# %% ../nbs/01_data.ipynb #eb0f94eb
 def _read_tree(path: Path, size, classes=None):
     from torchvision.datasets.folder import find_classes, make_dataset
     from PIL import Image
@@ -199,10 +199,9 @@ def load_folder(path, size: int | None = None, flip: bool = True) -> CILData:
         check((path / 'test').is_dir(), f'{path} has train/ but no test/: add test/<class>/ images, or use one tree without train/')
         x, y, classes = _read_tree(path / 'train', size)
         splits = {s: _read_tree(path / s, size, classes)[:2] for s in ('test', 'val') if (path / s).is_dir()}
-        conv = lambda a: to_nchw_uint8(a)
         v = splits.get('val', (None, None))
-        return CILData(f'folder:{path}', conv(x), torch.as_tensor(y), conv(splits['test'][0]), torch.as_tensor(splits['test'][1]), classes,
-                       conv(v[0]) if v[0] is not None else None, torch.as_tensor(v[1]) if v[1] is not None else None,
+        return CILData(f'folder:{path}', to_nchw_uint8(x), torch.as_tensor(y), to_nchw_uint8(splits['test'][0]), torch.as_tensor(splits['test'][1]), classes,
+                       to_nchw_uint8(v[0]) if v[0] is not None else None, torch.as_tensor(v[1]) if v[1] is not None else None,
                        flip=flip, note=f'ImageFolder {path} (train/test folders)')
     x, y, classes = _read_tree(path, size)
     return _from_split(f'folder:{path}', x, y, classes, flip=flip, note=f'ImageFolder {path}; stratified 80/20 split, seed 0')
@@ -350,7 +349,7 @@ class Scenario:
                           f'phases       {self.n_phases}: {desc} (classes per phase {self.phase_sizes})'])
     def __repr__(self): return self.card()
 
-# %% ../nbs/01_data.ipynb #8a335b1f
+# %% ../nbs/01_data.ipynb #8a809445
 class Augment:
     "Batched pad-and-crop, optional horizontal flip and normalisation for N x C x H x W images."
     def __init__(self, mean, std, pad: int = 4, flip: bool = True, crop: bool = True):
@@ -365,7 +364,7 @@ class Augment:
         if not train: return x
         B, C, H, W = x.shape
         if self.crop and self.pad > 0:
-            p = self.pad; xp = F.pad(x, (p, p, p, p))  # zero padding in normalised units = the mean colour... see below
+            p = self.pad; xp = F.pad(x, (p, p, p, p))  # zeros after normalising: the mean colour (see below)
             oy = torch.randint(0, 2 * p + 1, (B,), generator=g, device=x.device); ox = torch.randint(0, 2 * p + 1, (B,), generator=g, device=x.device)
             rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
             cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]

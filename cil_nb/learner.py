@@ -83,7 +83,7 @@ def make_schedule(opt, cfg: Config, epochs: int, steps_per_epoch: int):
     else: raise CILError(f"unknown schedule {cfg.schedule!r}: use 'multistep', 'cosine' or 'onecycle'")
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
-# %% ../nbs/05_learner.ipynb #d867df91
+# %% ../nbs/05_learner.ipynb #2bac23be
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
     name = 'replay'
@@ -194,6 +194,13 @@ class Method:
                 logits, f = self.model(self.prep(xb), with_features=True)
             out.append(logits.argmax(1) if head == 'cnn' else nme_predict(f.float(), self.means))
         return torch.cat(out)
+
+    def extra_heads(self, p: Phase) -> dict:
+        "Predictions of any further heads to evaluate (name -> labels of `p.test_idx`), e.g. FOSTER's teacher."
+        return {}
+    def record(self, extras: dict, p: Phase) -> dict:
+        "Add method-specific records after phase `p` (e.g. aggregation weights) to `Result.extras`."
+        return extras
 
     # ---- checkpoints: everything beyond the model that the next phase needs
     def extra_state(self) -> dict:
@@ -311,7 +318,7 @@ def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path):
     check(not diff, f'checkpoint {path} does not match this run (different {", ".join(diff)}): '
           f'resume with the same settings, or use another --out / delete the checkpoint')
 
-# %% ../nbs/05_learner.ipynb #b406a263
+# %% ../nbs/05_learner.ipynb #f7622bd7
 def _restore(method: Method, ck: dict):
     m = method.model
     for s in ck['head_sizes'][len(m.head.sizes):]: m.grow(s)
@@ -353,12 +360,12 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
         method.after_phase(p)
         for h in method.heads:
             res.metrics.update(t, h, method.predict(method.test_x[p.test_idx], h).cpu(), scenario.test_y[p.test_idx])
-        for h, pred in method.extra_heads(p).items() if hasattr(method, 'extra_heads') else []:
+        for h, pred in method.extra_heads(p).items():
             res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
         dt = time.perf_counter() - t0
         res.phase_seconds.append(dt); res.train_seconds.append(t_train)
         res.images_per_second.append(fit['images'] / max(t_train, 1e-9)); res.history.append(fit['history'])
-        if hasattr(method, 'record'): res.extras = method.record(res.extras, p)
+        res.extras = method.record(res.extras, p)
         accs = '  '.join(f'{h} {res.metrics.acc(h)[t]:6.2f}' for h in res.metrics.heads)
         last = fit['history'][-1] if fit['history'] else {}
         log(f'phase {t}  classes {p.n_seen:>4}  {accs}  {dt:6.1f} s  {res.images_per_second[-1]:7.0f} img/s  '
