@@ -2,7 +2,8 @@
 """Write README.md from nbs/index.ipynb (a stand-in for `nbdev_readme`, which needs quarto).
 
 Markdown cells are kept as they are. Code cells with a hide/export directive are dropped; the others are shown as
-python blocks (directive lines removed) followed by their stored text output.
+python blocks (directive lines removed) followed by their stored output: markdown output (IPython's `Markdown`) as it
+is, text output indented as code. A cell flagged `#| echo: false` shows its output only.
 usage: python .ci/make_readme.py           write README.md
        python .ci/make_readme.py --check   exit 1 if README.md is not what index.ipynb gives"""
 import json, sys
@@ -21,13 +22,16 @@ def render(nb_path=root / 'nbs' / 'index.ipynb') -> str:
         if dirs & {'hide', 'export', 'exporti', 'exports', 'default_exp'}: continue
         code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
         if not code: continue
-        block = f'```python\n{code}\n```\n'
+        echo = not any(l.replace(' ', '') == '#|echo:false' for l in lines)
+        block = f'```python\n{code}\n```\n' if echo else ''
         texts = []
         for o in cell.get('outputs', []):
+            md = o.get('data', {}).get('text/markdown')
+            if md: block += ('\n' if block else '') + ''.join(md).strip() + '\n'; continue
             t = o.get('text') or o.get('data', {}).get('text/plain')
             if t: texts.append(''.join(t).rstrip())
         if texts: block += '\n' + '\n'.join('    ' + l for l in '\n'.join(texts).splitlines()) + '\n'
-        out.append(block)
+        if block: out.append(block)
     return '\n'.join(out)
 
 if __name__ == '__main__':

@@ -29,7 +29,7 @@ def load_methods() -> dict:
         if not m.name.startswith('_'): importlib.import_module(f'cil_nb.methods.{m.name}')
     return METHODS
 
-# %% ../nbs/30_cli.ipynb #69e7e739
+# %% ../nbs/30_cli.ipynb #354f1750
 def _parse_increment(s):
     try: v = [int(x) for x in str(s).split(',') if x.strip()]
     except ValueError: raise CILError(f'--increment must be an integer or a comma-separated list of integers, got {s!r}') from None
@@ -46,7 +46,7 @@ def _check_writable(out: Path):
         except OSError: ok = False
     check(ok, f'--out {out} cannot be written ({p} is not a writable folder): choose another --out')
 
-def _method_config(name: str, preset: str, memory, per_class, backbone, epochs, host=None):
+def _method_config(name: str, preset: str, memory, per_class, backbone, epochs, host=None, cpu_amp=False):
     check(preset in ('small', 'paper'), f"--preset must be 'small' or 'paper', got {preset!r}")
     load_methods()
     check(name in METHODS, f'unknown method {name!r}: available are {", ".join(sorted(METHODS))}')
@@ -56,10 +56,8 @@ def _method_config(name: str, preset: str, memory, per_class, backbone, epochs, 
     if memory is not None: kw.update(memory=memory, per_class=None)
     if per_class is not None: kw.update(per_class=per_class, memory=None)
     if backbone is not None: kw['backbone'] = backbone
-    if host is not None:
-        hosted = sorted(k for k, c in METHODS.items() if 'host' in {f.name for f in dataclasses.fields(c.Config)})
-        check(hasattr(cfg, 'host'), f'--host applies only to methods built on a host ({", ".join(hosted) or "none"}), not {name!r}')
-        kw['host'] = host
+    if host is not None and hasattr(cfg, 'host'): kw['host'] = host
+    if cpu_amp: kw['cpu_amp'] = True
     if epochs is not None:
         check(epochs > 0, f'--epochs must be > 0, got {epochs}'); kw.update(epochs=epochs, base_epochs=None)
     cfg = cfg.replace(**kw)
@@ -68,14 +66,18 @@ def _method_config(name: str, preset: str, memory, per_class, backbone, epochs, 
 
 def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=2, increment='2', memory=None, per_class=None,
             backbone=None, size=None, epochs=None, seed=0, order_seed=1993, device='auto', out='runs/cil_nb',
-            preset='small', download=False, host=None):
+            preset='small', download=False, host=None, cpu_amp=False):
     "Validate every argument and build (methods, scenario, device, out) without writing anything."
     names = [m.strip() for m in str(method).split(',') if m.strip()]
     check(names, '--method must name at least one method')
     check(memory is None or memory >= 0, f'--memory must be a number of exemplars >= 0, got {memory}')
     check(per_class is None or per_class >= 0, f'--per_class must be >= 0, got {per_class}')
     check(memory is None or per_class is None, 'give either --memory (a total) or --per_class, not both')
-    methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host) for n in names]
+    methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, cpu_amp) for n in names]
+    if host is not None:   # `--method lucir,aanets --host lucir`: the host runs as itself, the hosted method on it
+        hosted = sorted(k for k, c in METHODS.items() if 'host' in {f.name for f in dataclasses.fields(c.Config)})
+        check(any(hasattr(m.cfg, 'host') for m in methods),
+              f'--host applies only to methods built on a host ({", ".join(hosted) or "none"}), and none of {names} is one')
     out = Path(out).expanduser(); _check_writable(out)
     dev = get_device(device)
     data = load_dataset(dataset, root=root, download=download, size=size)
@@ -112,7 +114,7 @@ def run_experiments(methods, sc, dev, out: Path, seed: int = 0, resume: bool = F
         atomic_write_json({k: r.to_dict()['summary'] for k, r in results.items()}, out / 'summary.json')
     return results
 
-# %% ../nbs/30_cli.ipynb #dad3fa84
+# %% ../nbs/30_cli.ipynb #5894b217
 @call_parse
 def cil_nb_run(method: str = 'icarl,finetune',  # method(s), comma-separated: finetune, joint, icarl, lucir, ...
                dataset: str = 'mnist5k',          # digits, mnist5k, synthetic, cifar10, cifar100, medmnist:<flag>, folder:<path>
@@ -131,11 +133,12 @@ def cil_nb_run(method: str = 'icarl,finetune',  # method(s), comma-separated: fi
                preset: str = 'small',             # small (minutes on a CPU) or paper (the papers' schedules)
                resume: store_true = False,        # continue after the last complete phase in --out
                download: store_true = False,      # let medmnist / torchvision download missing data files
-               host: str = None):                 # host of a hosted method (aanets, mnemonics): lucir or icarl
+               host: str = None,                  # host of a hosted method (aanets, mnemonics): lucir or icarl
+               cpu_amp: store_true = False):      # bfloat16 autocast + channels-last on CPUs with native bfloat16 (AMX)
     "Run class-incremental methods on one scenario; print a phase table and write results, plots and checkpoints."
     try:
         methods, sc, dev, out = prepare(method, dataset, root, base, increment, memory, per_class, backbone, size, epochs,
-                                        seed, order_seed, device, out, preset, download, host)
+                                        seed, order_seed, device, out, preset, download, host, cpu_amp)
         run_experiments(methods, sc, dev, out, seed, resume)
     except CILError as e:
         print(f'cil_nb_run: error: {e}', file=sys.stderr); sys.exit(2)

@@ -349,7 +349,7 @@ class Scenario:
                           f'phases       {self.n_phases}: {desc} (classes per phase {self.phase_sizes})'])
     def __repr__(self): return self.card()
 
-# %% ../nbs/01_data.ipynb #8a809445
+# %% ../nbs/01_data.ipynb #34ce68e9
 class Augment:
     "Batched pad-and-crop, optional horizontal flip and normalisation for N x C x H x W images."
     def __init__(self, mean, std, pad: int = 4, flip: bool = True, crop: bool = True):
@@ -357,8 +357,10 @@ class Augment:
     def normalize(self, x):
         "uint8 or [0, 1] float images to normalised float."
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        m = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1); s = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - m) / s
+        ms = getattr(self, '_ms', None)
+        if ms is None or ms[0].device != x.device:   # built once per device, not copied to it every batch
+            ms = self._ms = (torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1), torch.tensor(self.std, device=x.device).view(1, -1, 1, 1))
+        return (x - ms[0]) / ms[1]
     def __call__(self, x, g: torch.Generator | None = None, train: bool = True):
         x = self.normalize(x)
         if not train: return x

@@ -20,10 +20,10 @@ from .metrics import *
 from .memory import *
 
 # %% auto #0
-__all__ = ['METHODS', 'CKPT_VERSION', 'Config', 'make_schedule', 'Method', 'register', 'get_method', 'Result', 'save_checkpoint',
-           'load_checkpoint', 'run']
+__all__ = ['METHODS', 'CKPT_VERSION', 'Config', 'make_schedule', 'cpu_bf16_native', 'Method', 'register', 'get_method', 'Result',
+           'save_checkpoint', 'load_checkpoint', 'run']
 
-# %% ../nbs/05_learner.ipynb #e3903d4a
+# %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
 class Config:
     "Settings every method shares (the LUCIR-family CIFAR recipe); methods subclass it with their own."
@@ -45,8 +45,10 @@ class Config:
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
     selection: str = 'herding'   # 'herding', 'random' or 'closest'
     eval_batch_size: int = 1024
-    amp: bool = True             # bfloat16 autocast, on CUDA only
-    channels_last: bool = True   # on CUDA only
+    amp: bool = True             # bfloat16 autocast, on CUDA
+    channels_last: bool = True   # on CUDA (and on the CPU with `cpu_amp`)
+    cpu_amp: bool = False        # bfloat16 autocast + channels-last on CPUs with native bfloat16 (AMX, AVX512-BF16)
+    compile: bool = False        # torch.compile the backbone in `setup` (pays off on long GPU runs)
     SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
 
     @classmethod
@@ -69,12 +71,14 @@ class Config:
         return dataclasses.replace(self, **kw)
     def to_dict(self): return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
-# %% ../nbs/05_learner.ipynb #46d52953
+# %% ../nbs/05_learner.ipynb #0cec1940
 def make_schedule(opt, cfg: Config, epochs: int, steps_per_epoch: int):
     "A per-batch scheduler for `cfg.schedule` over `epochs` epochs."
     total = max(1, epochs * steps_per_epoch)
     if cfg.schedule == 'onecycle':
-        return torch.optim.lr_scheduler.OneCycleLR(opt, [g['lr'] for g in opt.param_groups], total_steps=total, pct_start=0.25)
+        if total < 3: return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)  # too few steps for a cycle
+        pct = 0.25 if 0.25 * total > 1 else 1.5 / total   # OneCycleLR needs at least one warm-up step
+        return torch.optim.lr_scheduler.OneCycleLR(opt, [g['lr'] for g in opt.param_groups], total_steps=total, pct_start=pct)
     if cfg.schedule == 'cosine':
         f = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     elif cfg.schedule == 'multistep':
@@ -83,7 +87,18 @@ def make_schedule(opt, cfg: Config, epochs: int, steps_per_epoch: int):
     else: raise CILError(f"unknown schedule {cfg.schedule!r}: use 'multistep', 'cosine' or 'onecycle'")
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
-# %% ../nbs/05_learner.ipynb #2bac23be
+# %% ../nbs/05_learner.ipynb #cec7f5e4
+def cpu_bf16_native() -> bool:
+    "True when this CPU has native bfloat16 arithmetic (Intel AMX or AVX512-BF16), where bf16 autocast is fast."
+    global _BF16
+    if _BF16 is None:
+        try: flags = set(Path('/proc/cpuinfo').read_text().split())
+        except OSError: flags = set()
+        _BF16 = bool(flags & {'amx_bf16', 'avx512_bf16'})
+    return _BF16
+_BF16 = None
+
+# %% ../nbs/05_learner.ipynb #073e64c9
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
     name = 'replay'
@@ -103,22 +118,28 @@ class Method:
         self.test_x, self.test_y = d.test_x.to(self.device), scenario.test_y.to(self.device)
         self.aug = Augment(*d.mean_std(), pad=cfg.pad, flip=d.flip, crop=cfg.pad > 0)
         self.model = self.build_model().to(self.device)
-        if self.cuda and cfg.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
+        if self.use_channels_last: self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.compile: self.model.backbone.compile()
         self.old_model, self.memory, self.means = None, Memory(), None
         self.budget = Budget(cfg.memory, None if cfg.memory is not None else cfg.per_class) if self.uses_memory else Budget()
     @property
     def cuda(self): return self.device.type == 'cuda'
+    @property
+    def cpu_bf16(self): return self.device.type == 'cpu' and self.cfg.cpu_amp and cpu_bf16_native()
+    @property
+    def use_channels_last(self): return self.cfg.channels_last and (self.cuda or self.cpu_bf16)
     @property
     def heads(self): return ['cnn', 'nme'] if self.uses_memory else ['cnn']
     def build_model(self) -> CILNet:
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
         return make_model(self.cfg.backbone, self.data.channels, self.cfg.head, self.cfg.norm, **kw)
     def autocast(self):
-        return torch.autocast('cuda', dtype=torch.bfloat16) if self.cuda and self.cfg.amp else nullcontext()
+        if self.cuda and self.cfg.amp: return torch.autocast('cuda', dtype=torch.bfloat16)
+        return torch.autocast('cpu', dtype=torch.bfloat16) if self.cpu_bf16 else nullcontext()
     def prep(self, x):
         "Stored images (uint8, or float in [0, 1]) to normalised network input, on the device."
         x = self.aug.normalize(x.to(self.device))
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda and self.cfg.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.use_channels_last else x
 
     # ---- the hooks, in the order `run` calls them
     def before_phase(self, p: Phase):
@@ -165,7 +186,7 @@ class Method:
             self.model.train()
             sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
             for xb, yb in batches:
-                if self.cuda and self.cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+                if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
                 with self.autocast(): total, parts = self.loss(xb, yb)
                 opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
                 for k, v in parts.items(): sums[k] += v.detach().float()
@@ -194,6 +215,19 @@ class Method:
                 logits, f = self.model(self.prep(xb), with_features=True)
             out.append(logits.argmax(1) if head == 'cnn' else nme_predict(f.float(), self.means))
         return torch.cat(out)
+
+    @torch.no_grad()
+    def predict_heads(self, x, heads) -> dict:
+        "Predictions of every head in `heads`: `cnn` and `nme` share one forward pass unless `predict` is overridden."
+        if type(self).predict is not Method.predict or not set(heads) <= {'cnn', 'nme'}:
+            return {h: self.predict(x, h) for h in heads}
+        self.model.eval(); out = {h: [] for h in heads}
+        for xb in x.split(self.cfg.eval_batch_size):
+            with self.autocast():
+                logits, f = self.model(self.prep(xb), with_features=True)
+            if 'cnn' in out: out['cnn'].append(logits.argmax(1))
+            if 'nme' in out: out['nme'].append(nme_predict(f.float(), self.means))
+        return {h: torch.cat(v) for h, v in out.items()}
 
     def extra_heads(self, p: Phase) -> dict:
         "Predictions of any further heads to evaluate (name -> labels of `p.test_idx`), e.g. FOSTER's teacher."
@@ -318,7 +352,7 @@ def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path):
     check(not diff, f'checkpoint {path} does not match this run (different {", ".join(diff)}): '
           f'resume with the same settings, or use another --out / delete the checkpoint')
 
-# %% ../nbs/05_learner.ipynb #f7622bd7
+# %% ../nbs/05_learner.ipynb #37d50f5c
 def _restore(method: Method, ck: dict):
     m = method.model
     for s in ck['head_sizes'][len(m.head.sizes):]: m.grow(s)
@@ -358,8 +392,8 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
         if method.cuda: torch.cuda.synchronize(device)
         t_train = time.perf_counter() - t0
         method.after_phase(p)
-        for h in method.heads:
-            res.metrics.update(t, h, method.predict(method.test_x[p.test_idx], h).cpu(), scenario.test_y[p.test_idx])
+        for h, pred in method.predict_heads(method.test_x[p.test_idx], method.heads).items():
+            res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
         for h, pred in method.extra_heads(p).items():
             res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
         dt = time.perf_counter() - t0

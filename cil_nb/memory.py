@@ -25,16 +25,16 @@ def extract_features(fn, x: torch.Tensor, prep=None, batch_size: int = 1024, fli
         out.append(fn(xb.flip(-1) if flip else xb).float())
     return torch.cat(out) if out else torch.zeros(0)
 
-# %% ../nbs/04_memory.ipynb #76539453
+# %% ../nbs/04_memory.ipynb #e99d460b
 def herding(feats: torch.Tensor, m: int) -> torch.Tensor:
     "Indices of `m` exemplars chosen by iCaRL's herding on L2-normalised `feats`, in order of selection."
     f = F.normalize(feats.float(), dim=1); n = len(f); m = min(m, n)
     mu = f.mean(0); w = mu.clone(); taken = torch.zeros(n, dtype=torch.bool, device=f.device); out = []
     for _ in range(m):
         s = (f @ w).masked_fill(taken, -math.inf)
-        i = int(s.argmax()); out.append(i); taken[i] = True
+        i = s.argmax(); out.append(i); taken[i] = True     # the index stays on the device: no host sync a step
         w = w + mu - f[i]
-    return torch.tensor(out, dtype=torch.long, device=feats.device)
+    return torch.stack(out).to(feats.device) if out else torch.zeros(0, dtype=torch.long, device=feats.device)
 
 def select_random(feats: torch.Tensor, m: int, seed: int = 0) -> torch.Tensor:
     "`m` indices at random (seeded)."

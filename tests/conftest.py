@@ -3,4 +3,4 @@ import os
 os.environ.setdefault('IN_TEST', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 0)) or max(1, min(2, os.cpu_count() or 1)))

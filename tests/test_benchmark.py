@@ -1,0 +1,88 @@
+"cil_nb.benchmark: the table and files of a tiny benchmark, the explorer's callbacks, and cil_nb_bench's argument errors."
+import os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest, torch
+import matplotlib.pyplot as plt
+from cil_nb.core import CILError
+from cil_nb.data import Scenario, make_synthetic
+from cil_nb.learner import get_method, Result
+from cil_nb.benchmark import (benchmark, bench_table, bench_rows, write_bench, Explorer, image_grid, phase_pictures,
+                              cil_nb_bench, _parse_seeds)
+import cil_nb.methods.baselines  # registers the baselines
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp('bench')
+    sc = Scenario(make_synthetic(n_classes=6, n_train=16, n_test=6, size=16), base=2, increment=2)
+    ms = [get_method(n, epochs=1, batch_size=16, per_class=3) for n in ('finetune', 'icarl')]
+    res = benchmark(ms, sc, 'cpu', seeds=[0, 1], out=out, log=lambda s: None)
+    return res, sc, out
+
+def test_table_and_files(bench):
+    res, sc, out = bench
+    assert list(res) == ['finetune', 'icarl'] and all(len(v) == 2 for v in res.values())
+    rows = bench_rows(res)
+    assert rows[0]['A_avg NME'] == [None, None] and len(rows[1]['A_avg NME']) == 2
+    assert all(v > 0 for r in rows for v in r['wall s'] + r['train img/s'] + r['peak MiB'])
+    table = bench_table(res).splitlines()
+    assert len(table) == 4 and table[2].startswith('| finetune | 2 |') and ' ± ' in table[3]
+    md = write_bench(res, sc, out, 'cpu', command='pytest').read_text()
+    assert sc.card() in md and '| icarl | 2 |' in md and 'Command: `pytest`' in md
+    assert (out / 'curves.png').stat().st_size > 1000 and (out / 'bench.json').exists()
+    assert not list(out.glob('.*.tmp'))                                  # written atomically, nothing left over
+    assert Result.load(out / 'icarl' / 'seed1' / 'results.json').extras['peak_memory_mb'] > 0
+    pics = sorted(p.name for p in (out / 'icarl' / 'seed0' / 'pictures').iterdir())
+    assert pics == ['phase0_exemplars.png', 'phase1_exemplars.png', 'phase2_exemplars.png']
+    assert not (out / 'icarl' / 'seed1' / 'pictures').exists()           # pictures of the first seed only
+    assert plt.imread(out / 'icarl' / 'seed0' / 'pictures' / 'phase2_exemplars.png').shape[0] == 6 * 17 + 1  # a row a class
+
+def test_explorer_callbacks(bench):
+    res, sc, out = bench
+    ex = Explorer(res, show=False)
+    assert list(ex.method.options) == ['finetune seed 0', 'finetune seed 1', 'icarl seed 0', 'icarl seed 1']
+    assert ex.state == dict(label='finetune seed 0', head='cnn', phase=0, n_classes=2, pictures=[])
+    n, fig = ex.updates, ex.figures['classes']
+    ex.phase.value = 2                                                   # the slider redraws once
+    assert ex.updates == n + 1 and ex.figures['classes'] is not fig
+    assert ex.state['phase'] == 2 and len(ex.figures['classes'].axes[0].patches) == 6
+    rect = [p for p in ex.figures['matrix'].axes[0].patches if isinstance(p, plt.Rectangle)][-1]
+    assert rect.get_y() == 2 - 0.5                                       # the chosen phase's row is outlined
+    ex.method.value = 'icarl seed 0'                                     # new result: nme appears, phase kept
+    assert ex.head.options == ('cnn', 'nme') and ex.state == dict(label='icarl seed 0', head='cnn', phase=2, n_classes=6, pictures=['exemplars'])
+    ex.head.value = 'nme'; ex.phase.value = 1
+    assert ex.state['head'] == 'nme' and ex.state['n_classes'] == 4
+    acc = res['icarl'][0].metrics.per_class('nme', 1)
+    heights = [b.get_height() for b in ex.figures['classes'].axes[0].patches]
+    np.testing.assert_allclose(heights, np.nan_to_num(acc))
+    assert ex.pictures['exemplars'].name == 'phase1_exemplars.png'
+    ex.method.value = 'finetune seed 1'                                  # back to one head: head resets to cnn
+    assert ex.head.options == ('cnn',) and ex.state['head'] == 'cnn' and ex.state['pictures'] == []
+
+def test_explorer_inputs(bench, tmp_path):
+    res, sc, out = bench
+    ex = Explorer([out / 'icarl' / 'seed0', str(out / 'finetune' / 'seed0' / 'results.json')], show=False)
+    assert list(ex.method.options) == ['icarl seed 0', 'finetune seed 0'] and ex.state['pictures'] == ['exemplars']
+    r = res['icarl'][0]
+    assert sorted(phase_pictures(r, None, 2)) == ['exemplars']           # from Result.extras['pictures']
+    with pytest.raises(CILError, match='no results at'): Explorer(tmp_path / 'nothing', show=False)
+    with pytest.raises(CILError, match='cannot explore'): Explorer([42], show=False)
+
+def test_image_grid():
+    g = image_grid(torch.zeros(5, 1, 4, 4, dtype=torch.uint8), nrow=2)
+    assert g.shape == (3 * 5 + 1, 2 * 5 + 1, 3) and g.dtype == np.uint8 and g[1, 1, 0] == 0 and g[0, 0, 0] == 255
+
+def test_bad_arguments_in_process(capsys, tmp_path):
+    for kw, msg in [(dict(seeds='a,b'), '--seeds must be'), (dict(seeds='1,1'), 'must not repeat'),
+                    (dict(method='ewc'), 'unknown method'), (dict(base=3, increment='2'), 'cannot cover'),
+                    (dict(memory=-1), '--memory must be')]:
+        with pytest.raises(SystemExit) as e: cil_nb_bench(dataset='synthetic', out=str(tmp_path / 'never'), **kw)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith('cil_nb_bench: error:') and msg in err[0], err
+    assert not (tmp_path / 'never').exists() and _parse_seeds('3,1') == [3, 1]
+
+@pytest.mark.skipif(shutil.which('cil_nb_bench') is None, reason='cil_nb_bench is not installed: pip install -e .')
+def test_console_script_errors(tmp_path):
+    r = subprocess.run(['cil_nb_bench', '--seeds', 'x', '--out', str(tmp_path / 'o')], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, 'IN_TEST': '1'})
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["cil_nb_bench: error: --seeds must be a comma-separated list of integers, got 'x'"]
