@@ -18,9 +18,9 @@ from .learner import *
 from .cli import prepare, load_methods
 
 # %% auto #0
-__all__ = ['peak_memory_mb', 'train_images_per_second', 'image_grid', 'save_picture', 'default_pictures', 'save_phase_pictures',
-           'benchmark', 'bench_rows', 'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench',
-           'phase_pictures', 'Explorer']
+__all__ = ['PICTURES', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'save_picture', 'class_rows',
+           'default_pictures', 'method_pictures', 'save_phase_pictures', 'benchmark', 'bench_rows', 'bench_table',
+           'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -35,7 +35,7 @@ def train_images_per_second(r: Result) -> float:
     n = sum(i * s for i, s in zip(r.images_per_second, r.train_seconds))
     return n / max(sum(r.train_seconds), 1e-9)
 
-# %% ../nbs/20_benchmark.ipynb #398ad406
+# %% ../nbs/20_benchmark.ipynb #50799b99
 def _to_unit(x):
     x = x.detach().cpu()
     return x.float() / 255 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
@@ -60,21 +60,47 @@ def save_picture(obj, path, nrow: int = 10):
         plt.imsave(buf, image_grid(obj, nrow), format='png')
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
+def class_rows(xs: dict, per_class: int = 10):
+    "Images of each class (label -> images) as one grid row a class, padded with white: `(images, per_class)`."
+    k = min(per_class, max(len(v) for v in xs.values()))
+    rows = []
+    for c in sorted(xs):
+        x = _to_unit(xs[c][:k])
+        if len(x) < k: x = torch.cat([x, torch.ones(k - len(x), *x.shape[1:])])
+        rows.append(x)
+    return torch.cat(rows), k
+
 def default_pictures(method, p, per_class: int = 10) -> dict:
     "The exemplars of every class in the memory after phase `p`, one row a class (at most `per_class` each)."
     mem = getattr(method, 'memory', None)
     if not getattr(method, 'uses_memory', False) or mem is None or not len(mem): return {}
-    k = min(per_class, max(len(v) for v in mem.x.values()))
-    rows = []
-    for c in mem.classes:
-        x = _to_unit(mem.x[c][:k])
-        if len(x) < k: x = torch.cat([x, torch.ones(k - len(x), *x.shape[1:])])
-        rows.append(x)
-    return {'exemplars': (torch.cat(rows), k)}
+    return {'exemplars': class_rows(mem.x, per_class)}
+
+# %% ../nbs/20_benchmark.ipynb #3a090bfe
+def _ci_pictures(m, p, per_class=10):
+    out = {'mean_images': (m.mean_images[:p.n_seen].float().cpu(), p.n_seen)}
+    if p.t > 0 and getattr(m, 'impressions', None) is not None:
+        x, y = m.impressions
+        out['impressions'] = class_rows({int(c): x[y.to(x.device) == c].cpu() for c in y.unique()}, per_class)
+    return out
+
+def _genifer_pictures(m, p, per_class=10):
+    s = getattr(m, 'snapshots', {}).get(p.t)
+    return {} if s is None else {'generated': (s, len(m.fixed_z))}
+
+def _cim_pictures(m, p, per_class=10):
+    return {'compressed_exemplars': class_rows(m.memory.compressed().x, per_class)} if len(m.memory) else {}
+
+PICTURES = {'class_impression': _ci_pictures, 'genifer': _genifer_pictures, 'cim': _cim_pictures}
+
+def method_pictures(method, p) -> dict:
+    "The method's own `pictures(p)`, else its entry in `PICTURES`, else `default_pictures`."
+    if callable(getattr(method, 'pictures', None)): return method.pictures(p)
+    return PICTURES.get(method.name, default_pictures)(method, p)
 
 def save_phase_pictures(method, p, folder) -> dict:
-    "Call the method's `pictures(p)` (or `default_pictures`) and write each under `folder/pictures/`; name -> path."
-    pics = method.pictures(p) if callable(getattr(method, 'pictures', None)) else default_pictures(method, p)
+    "Write the pictures of `method_pictures` under `folder/pictures/`; returns name -> path."
+    pics = method_pictures(method, p)
     out = {}
     for name, obj in (pics or {}).items():
         check(re.fullmatch(r'[A-Za-z0-9_.-]+', name) is not None, f'picture name {name!r} must be letters, digits, _ . -')

@@ -86,3 +86,22 @@ def test_console_script_errors(tmp_path):
     r = subprocess.run(['cil_nb_bench', '--seeds', 'x', '--out', str(tmp_path / 'o')], capture_output=True, text=True,
                        timeout=120, env={**os.environ, 'IN_TEST': '1'})
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["cil_nb_bench: error: --seeds must be a comma-separated list of integers, got 'x'"]
+
+def test_method_pictures(tmp_path):
+    "Methods without plain exemplars show their own pictures: impressions, generated samples, compressed exemplars."
+    import cil_nb.methods.class_impression, cil_nb.methods.genifer, cil_nb.methods.cim
+    from cil_nb.benchmark import method_pictures, save_phase_pictures
+    from cil_nb.learner import run
+    torch.set_num_threads(1)
+    sc = Scenario(make_synthetic(n_classes=6, n_train=12, n_test=4, n_val=4, size=16), base=2, increment=2)
+    kw = dict(epochs=1, batch_size=8)   # 3 phases: Genifer trains a generator after every phase but the last
+    cases = {'class_impression': (dict(syn_iters=3, syn_per_class=2), {'mean_images', 'impressions'}),
+             'genifer': (dict(gan_steps=2), {'generated'}),
+             'cim': (dict(per_class=2, compress_epochs=1), {'compressed_exemplars'})}
+    for name, (extra, want) in cases.items():
+        m = get_method(name, **kw, **extra)
+        run(m, sc, 'cpu', seed=0, log=lambda s: None, progress=False)
+        pics = method_pictures(m, sc[1])
+        assert set(pics) == want, (name, set(pics))
+        paths = save_phase_pictures(m, sc[1], tmp_path / name)
+        assert all(Path(p).stat().st_size > 100 for p in paths.values())
