@@ -207,7 +207,7 @@ def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | N
     atomic_write_json({'card': sc.card(), 'rows': bench_rows(results)}, out / 'bench.json', default=float)
     return path
 
-# %% ../nbs/20_benchmark.ipynb #dae9fd8a
+# %% ../nbs/20_benchmark.ipynb #0c72c704
 def _parse_seeds(s) -> list:
     try: v = [int(x) for x in str(s).split(',') if x.strip()]
     except ValueError: raise CILError(f'--seeds must be a comma-separated list of integers, got {s!r}') from None
@@ -239,8 +239,7 @@ def cil_nb_bench(method: str = 'finetune,icarl,lucir',  # methods, comma-separat
     try:
         sd = _parse_seeds(seeds)
         methods, sc, dev, o = prepare(method, dataset, root, base, increment, memory, per_class, backbone, size, epochs,
-                                      sd[0], order_seed, device, out, preset, download, host)
-        if cpu_amp: methods = [type(m)(m.cfg.replace(cpu_amp=True)) for m in methods]
+                                      sd[0], order_seed, device, out, preset, download, host, cpu_amp)
         print(sc.card())
         res = benchmark(methods, sc, dev, sd, o, pictures=not no_pictures)
         path = write_bench(res, sc, o, dev, command='cil_nb_bench ' + ' '.join(sys.argv[1:]))
