@@ -48,6 +48,8 @@ def test_stable_convs_frozen_and_weights_move(host, tmp_path):
     w = res.extras['aggregation']
     assert w['phase'] == [1, 2]
     assert np.abs(np.array(w['stable']) - 0.5).max() > 1e-4 and np.isfinite(w['stable']).all()
+    st_, pl_ = np.array(w['stable']), np.array(w['plastic'])       # projected: each level's pair on the simplex
+    np.testing.assert_allclose(st_ + pl_, 1.0, atol=1e-6); assert st_.min() >= 0 and pl_.min() >= 0
     assert all('alpha_ce' in h for ph in res.history[1:] for h in ph)
     if host == 'lucir':   # resume from the checkpoint of phase 1 (a dual network) gives the same run
         run(AANets(CFG, host=host, alpha_lr=0.02), SC, device='cpu', seed=0, out=tmp_path, log=lambda s: None, phases=2)
@@ -61,6 +63,11 @@ def test_zero_rate_is_the_fixed_dual_branch_baseline():
     w = res.extras['aggregation']
     assert w['stable'] == [[0.5] * 3] * 2 and w['plastic'] == [[0.5] * 3] * 2
     assert not any('alpha_ce' in h for ph in res.history for h in ph)
+
+def test_free_weights_leave_the_simplex_without_projection():
+    res = run(AANets(CFG, host='icarl', alpha_lr=0.05, project=False), SC, device='cpu', seed=0, log=lambda s: None, phases=2)
+    s, p = np.array(res.extras['aggregation']['stable']), np.array(res.extras['aggregation']['plastic'])
+    assert np.isfinite(s).all() and np.abs(s + p - 1).max() > 1e-4    # two free weights: the sum is not held at 1
 
 def test_released_form_is_complementary():
     m = AANets(CFG, aggregation='released')

@@ -46,7 +46,7 @@ def stable_copy(module: nn.Module, scale: str = 'channel') -> nn.Module:
             else: swap(child)
     swap(m); return m
 
-# %% ../../nbs/11_methods.aanets.ipynb #290dd079
+# %% ../../nbs/11_methods.aanets.ipynb #c1aa1f1b
 class DualResNet(nn.Module):
     "AANets backbone: each level of a trained `ResNet` as a stable and a plastic block, mixed by learnable weights."
     def __init__(self, net: ResNet,
@@ -70,6 +70,14 @@ class DualResNet(nn.Module):
         "The (levels, 2) aggregation weights, columns (stable, plastic)."
         a = self.alpha
         return torch.stack([a, 1 - a], 1) if self.aggregation == 'released' else a
+    @torch.no_grad()
+    def project(self):
+        "Put every level's weights back on the simplex: (stable, plastic) >= 0 and summing to 1."
+        a = self.alpha
+        if self.aggregation == 'released': a.clamp_(0, 1); return self
+        ws = ((1 + a[:, 0] - a[:, 1]) / 2).clamp_(0, 1)   # Euclidean projection of (a_s, a_p) onto w_s + w_p = 1, w >= 0
+        a[:, 0], a[:, 1] = ws, 1 - ws
+        return self
     def block_parameters(self) -> list:
         "Everything that the host loss trains: the stable scales and norms, and the whole plastic branch."
         return [p for n, p in self.named_parameters() if n != 'alpha']
@@ -104,7 +112,7 @@ class AANetsNet(CILNet):
         if not self.dual and any(k.startswith('backbone.stable.') for k in state_dict): self.to_dual()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-# %% ../../nbs/11_methods.aanets.ipynb #1c2b6b5a
+# %% ../../nbs/11_methods.aanets.ipynb #b72d6011
 HOSTS = {'lucir': LUCIR, 'icarl': ICaRL}
 
 @dataclass
@@ -115,6 +123,7 @@ class AANetsConfig(Config):
     alpha_lr: float | None = None      # None: alpha_lr_paper for 'paper', 1e-8 (released fusion_lr) for 'released'
     alpha_lr_paper: float = 0.01
     alpha_init: float = 0.5
+    project: bool = True               # after every step, weights >= 0 and summing to 1 a level; False: free weights
     stable_scale: str = 'channel'      # 'channel' (paper, MTL) or 'released' (out x in, Conv2dMtl)
     head: str | None = None            # None: the host's head
     # the hosts' own settings (see methods.baselines)
@@ -124,7 +133,7 @@ class AANetsConfig(Config):
     lw_mr: float = 1.0
     T: float = 2.0
     beta: float = 0.25
-    SMALL: ClassVar[dict] = dict(alpha_lr_paper=0.05, lr=None)   # lr None: the host's small-preset rate
+    SMALL: ClassVar[dict] = dict(lr=None)   # lr None: the host's small-preset rate
 
 @register
 class AANets(Method):
@@ -230,6 +239,7 @@ class AANets(Method):
                     with self.autocast(): ce = F.cross_entropy(self.model(xb), yb)
                     alpha.grad, = torch.autograd.grad(ce, [alpha])
                     aopt.step(); asched.step(); s += ce.detach().float(); na += 1; n_img += len(yb)
+                    if self.cfg.project: self.model.backbone.project()
                 alpha.requires_grad_(False); alpha.grad = None
                 row['alpha_ce'] = s.item() / max(na, 1)
             hist.append(row)
