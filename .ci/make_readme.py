@@ -3,7 +3,7 @@
 
 Markdown cells are kept as they are. Code cells with a hide/export directive are dropped; the others are shown as
 python blocks (directive lines removed) followed by their stored output: markdown output (IPython's `Markdown`) as it
-is, text output indented as code. A cell flagged `#| echo: false` shows its output only.
+is, text output indented as code; pictures, widgets (progress bars) and stderr are left out. A cell flagged `#| echo: false` shows its output only.
 usage: python .ci/make_readme.py           write README.md
        python .ci/make_readme.py --check   exit 1 if README.md is not what index.ipynb gives"""
 import json, sys
@@ -26,6 +26,7 @@ def render(nb_path=root / 'nbs' / 'index.ipynb') -> str:
         block = f'```python\n{code}\n```\n' if echo else ''
         texts = []
         for o in cell.get('outputs', []):
+            if o.get('name') == 'stderr' or any(k.startswith('image/') or 'widget' in k for k in o.get('data', {})): continue
             md = o.get('data', {}).get('text/markdown')
             if md: block += ('\n' if block else '') + ''.join(md).strip() + '\n'; continue
             t = o.get('text') or o.get('data', {}).get('text/plain')
