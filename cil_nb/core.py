@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['in_test', 'CILError', 'check', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'atomic_write',
-           'atomic_save', 'atomic_write_text', 'atomic_write_json']
+__all__ = ['in_test', 'CILError', 'check', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'file_mode',
+           'atomic_write', 'atomic_save', 'atomic_write_text', 'atomic_write_json', 'clean_tmp', 'RunLock']
 
 # %% ../nbs/00_core.ipynb #daefc5bb
 def in_test() -> bool:
@@ -61,13 +61,19 @@ def get_device(device: str | torch.device = 'auto') -> torch.device:
     return d
 
 # %% ../nbs/00_core.ipynb #57cddc68
+def file_mode() -> int:
+    "The mode new files get under the current umask (0o666 & ~umask): what `open` gives, unlike `mkstemp`'s 0o600."
+    m = os.umask(0); os.umask(m)
+    return 0o666 & ~m
+
 def atomic_write(path, write_fn, mode='wb'):
-    "Call `write_fn(f)` on a temporary file next to `path`, then rename it over `path`."
+    "Call `write_fn(f)` on a temporary file next to `path`, then rename it over `path` (mode from the umask)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
@@ -85,3 +91,53 @@ def atomic_write_text(text: str, path):
 def atomic_write_json(obj, path, **kw):
     "Write JSON atomically (indented, keys in insertion order)."
     return atomic_write_text(json.dumps(obj, indent=1, **kw), path)
+
+def clean_tmp(folder) -> list:
+    "Remove the temporary files (`.<name>.<random>.tmp`) that `atomic_write` leaves when its process is killed."
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    gone = sorted(p for p in folder.glob('.*.tmp') if p.is_file())
+    for p in gone: p.unlink(missing_ok=True)
+    return gone
+
+# %% ../nbs/00_core.ipynb #a2267d39
+def _proc_start(pid: int):
+    "Start time of process `pid` in clock ticks since boot (Linux), or None where /proc cannot tell."
+    try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError): return None
+
+def _alive(pid: int, start=None) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass          # exists, owned by someone else
+    return start is None or _proc_start(pid) in (None, start)
+
+class RunLock:
+    "`with RunLock(folder):` hold `folder/.lock` while a run writes there; refuse a live holder, take over a stale lock."
+    def __init__(self, folder, what: str = 'folder'):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder / '.lock'
+    def holder(self):
+        "(pid, start) of the current holder, or None when there is no lock or it is unreadable."
+        try: pid, start = (self.path.read_text().split() + ['-'])[:2]; return int(pid), (None if start == '-' else int(start))
+        except (OSError, ValueError): return None
+    def acquire(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = f'{os.getpid()} {_proc_start(os.getpid()) if _proc_start(os.getpid()) is not None else "-"}\n'
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
+                with os.fdopen(fd, 'w') as f: f.write(me)
+                return self
+            except FileExistsError:
+                h = self.holder()
+                if h is not None and _alive(*h):
+                    raise CILError(f'{self.what} {self.folder} is in use by another run (pid {h[0]}): wait for it to end, '
+                                   f'or choose another --out') from None
+                self.path.unlink(missing_ok=True)   # stale (its process is gone) or unreadable: take it over
+        raise CILError(f'could not lock {self.folder} (another run keeps taking it): choose another --out')
+    def release(self):
+        h = self.holder()
+        if h is not None and h[0] == os.getpid(): self.path.unlink(missing_ok=True)
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_learner.ipynb #5620d1eb
 from __future__ import annotations
-import math, time, dataclasses, json, sys
+import math, time, dataclasses, json, sys, io, hashlib
 from dataclasses import dataclass, field, asdict, fields
 from collections import defaultdict
 from contextlib import nullcontext
@@ -20,8 +20,9 @@ from .metrics import *
 from .memory import *
 
 # %% auto #0
-__all__ = ['METHODS', 'CKPT_VERSION', 'Config', 'make_schedule', 'cpu_bf16_native', 'Method', 'register', 'get_method', 'Result',
-           'save_checkpoint', 'load_checkpoint', 'run']
+__all__ = ['METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule', 'cpu_bf16_native',
+           'Method', 'register', 'get_method', 'Result', 'data_fingerprint', 'runtime_info', 'machine_line',
+           'save_checkpoint', 'load_checkpoint', 'run_folder_state', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -49,6 +50,8 @@ class Config:
     channels_last: bool = True   # on CUDA (and on the CPU with `cpu_amp`)
     cpu_amp: bool = False        # bfloat16 autocast + channels-last on CPUs with native bfloat16 (AMX, AVX512-BF16)
     compile: bool = False        # torch.compile the backbone in `setup` (pays off on long GPU runs)
+    CHOICES: ClassVar[dict] = dict(head=['cosine', 'linear'], norm=['bn', 'cn'], schedule=['multistep', 'cosine', 'onecycle'],
+                                   selection=['herding', 'random', 'closest'])
     SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
 
     @classmethod
@@ -60,9 +63,9 @@ class Config:
             d.update(getattr(k, 'SMALL', {}) if 'SMALL' in vars(k) else {})
         return d
     @classmethod
-    def preset(cls, small: bool | None = None, **kw):
-        "The small preset under tests (or when `small`), else the paper's values; `kw` override either."
-        return cls.small(**kw) if (in_test() if small is None else small) else cls(**kw)
+    def preset(cls, small: bool = True, **kw):
+        "The small preset (minutes on a CPU), or with `small=False` the paper's values; `kw` override either."
+        return cls.small(**kw) if small else cls(**kw)
     def replace(self, **kw):
         "A copy with some fields changed; unknown names are an error."
         names = {f.name for f in fields(self)}
@@ -70,6 +73,74 @@ class Config:
         check(not bad, f'{type(self).__name__} has no setting(s) {bad}: valid ones are {sorted(names)}')
         return dataclasses.replace(self, **kw)
     def to_dict(self): return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+    @classmethod
+    def choices(cls) -> dict:
+        "Allowed values of text settings: `CHOICES` of the class and its bases, and those their comments list (`# 'a' or 'b'`)."
+        d = _comment_choices(cls)
+        for k in reversed(cls.__mro__): d.update(vars(k).get('CHOICES', {}))
+        return d
+    def with_settings(self, settings) -> 'Config':
+        "A copy with settings given as text (`'selection=random,epochs=3'`, a list of such, or a dict), each parsed by its field's type."
+        kv = parse_settings(settings) if not isinstance(settings, dict) else settings
+        names = {f.name: f for f in fields(self)}
+        bad = [k for k in kv if k not in names]
+        check(not bad, f'{type(self).__name__} has no setting(s) {bad}: valid ones are {sorted(names)}')
+        ch = self.choices(); out = {}
+        for k, v in kv.items():
+            out[k] = _parse_value(k, v, names[k].type) if isinstance(v, str) else v
+            if k in ch and out[k] not in ch[k] and out[k] is not None:
+                raise CILError(f'{k}={v} is not allowed: use one of {", ".join(ch[k])}')
+            check(k not in _POSITIVE or (out[k] is not None and out[k] > 0), f'{k} must be > 0, got {v}')
+        return self.replace(**out)
+
+# %% ../nbs/05_learner.ipynb #53f2744b
+_POSITIVE = {'epochs', 'batch_size', 'eval_batch_size', 'lr'}
+
+def parse_settings(spec) -> dict:
+    "`'a=1,b=x'` or `['a=1', 'b=x,y']` -> `{'a': '1', 'b': 'x,y'}` (text values; a piece without `=` continues the last)."
+    pieces = [q.strip() for s in ([spec] if isinstance(spec, str) else list(spec or [])) for q in str(s).split(',')]
+    out, last = {}, None
+    for q in pieces:
+        if not q: continue
+        if '=' in q:
+            k, v = (x.strip() for x in q.split('=', 1))
+            check(k.isidentifier(), f'setting {q!r} must look like key=value (a config field name, then =)')
+            out[k] = v; last = k
+        else:
+            check(last is not None, f'setting {q!r} must look like key=value')
+            out[last] += ',' + q
+    return out
+
+def _parse_value(key, text: str, typ):
+    t = typ if isinstance(typ, str) else getattr(typ, '__name__', str(typ))
+    text = text.strip()
+    if 'None' in t and text.lower() in ('none', 'null'): return None
+    def num(s):
+        try: return int(s)
+        except ValueError: return float(s)
+    try:
+        if 'bool' in t:
+            check(text.lower() in ('true', 'false', '1', '0', 'yes', 'no', 'on', 'off'), f'{key} takes true or false, got {text!r}')
+            return text.lower() in ('true', '1', 'yes', 'on')
+        if 'int' in t and 'float' not in t: return int(text)
+        if 'float' in t: return float(text)
+        if 'tuple' in t or 'list' in t: return tuple(num(x) for x in text.split(',') if x.strip())
+    except ValueError:
+        raise CILError(f'{key}={text} is not a valid value: {key} takes {t}') from None
+    return text
+
+def _comment_choices(cls) -> dict:
+    import inspect, re
+    out = {}
+    for k in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(k): continue
+        try: src = inspect.getsource(k)
+        except (OSError, TypeError): continue
+        for m in re.finditer(r"^\s+(\w+): [^=\n]*= '([^']*)'\s*#(.*)$", src, re.M):
+            name, default, words = m.group(1), m.group(2), re.findall(r"'([^']+)'", m.group(3))
+            if default in words: out[name] = words
+            else: out.pop(name, None)   # a subclass that redefines the field without choices
+    return out
 
 # %% ../nbs/05_learner.ipynb #0cec1940
 def make_schedule(opt, cfg: Config, epochs: int, steps_per_epoch: int):
@@ -277,20 +348,25 @@ class Result:
     images_per_second: list = field(default_factory=list)
     history: list = field(default_factory=list)     # per phase: list of per-epoch dicts of loss parts
     extras: dict = field(default_factory=dict)      # method-specific records (e.g. aggregation weights)
+    runtime: dict = field(default_factory=dict)     # threads, torch version, device, precision (see `runtime_info`)
+    data_fingerprint: dict = field(default_factory=dict)  # see `data_fingerprint`
+    warnings: list = field(default_factory=list)    # e.g. resumed with another thread count
 
     def summary(self, head: str = 'cnn') -> dict: return self.metrics.summary(head)
     @property
     def heads(self): return self.metrics.heads
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ('method', 'dataset', 'config', 'order', 'phase_sizes', 'seed', 'device', 'card',
-                                           'phase_seconds', 'train_seconds', 'images_per_second', 'history', 'extras')}
+                                           'phase_seconds', 'train_seconds', 'images_per_second', 'history', 'extras',
+                                           'runtime', 'data_fingerprint', 'warnings')}
         d['metrics'] = self.metrics.to_dict()
         d['summary'] = {h: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.summary(h).items()
                             if not isinstance(v, list)} for h in self.heads}
         return d
     @classmethod
     def from_dict(cls, d: dict) -> 'Result':
-        d = {k: v for k, v in d.items() if k != 'summary'}
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
         return cls(**{**d, 'metrics': CILMetrics.from_dict(d['metrics'])})
     def save(self, path):
         "Write as JSON, atomically."
@@ -299,7 +375,9 @@ class Result:
     def load(cls, path):
         p = Path(path)
         check(p.exists(), f'no results file at {p}')
-        return cls.from_dict(json.loads(p.read_text()))
+        try: return cls.from_dict(json.loads(p.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise CILError(f'{p} is not a readable cil_nb results file ({type(e).__name__}: {str(e)[:80]})') from None
     def table(self) -> str:
         "One line per phase: classes seen, accuracy of each head, seconds, training images a second."
         hs = self.heads; rows = [f'{"phase":>5} {"classes":>7} ' + ' '.join(f'{h:>7}' for h in hs) + f' {"seconds":>8} {"img/s":>8}']
@@ -321,36 +399,88 @@ def _json_default(o):
     raise TypeError(f'cannot write {type(o).__name__} to JSON')
 
 # %% ../nbs/05_learner.ipynb #7b71bc3b
-CKPT_VERSION = 1
+CKPT_VERSION = 2
+CKPT_KEYS = ('method', 'config', 'phase', 'order', 'phase_sizes', 'dataset', 'seed', 'head_sizes', 'old_head_sizes',
+             'model', 'old_model', 'extra', 'rng', 'result', 'data', 'runtime')
+
+def _sha(t: torch.Tensor) -> str: return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+
+def data_fingerprint(data: CILData, sample: int = 64) -> dict:
+    "Name, image size, counts, and hashes of every label and of a sample of images of each split: which data a run saw."
+    fp = {'name': data.name, 'size': list(data.size), 'channels': data.channels, 'classes': data.n_classes}
+    for s in data.split_names:
+        x, y = getattr(data, f'{s}_x'), getattr(data, f'{s}_y')
+        idx = torch.linspace(0, len(x) - 1, min(len(x), sample)).long()
+        fp[s] = {'n': len(y), 'labels': _sha(y), 'pixels': _sha(x[idx])}
+    return fp
+
+def _precision(method) -> str:
+    p = getattr(method.cfg, 'precision', None)
+    if p is not None: return str(p)
+    bf16 = (method.device.type == 'cuda' and getattr(method.cfg, 'amp', False)) or getattr(method, 'cpu_bf16', False)
+    return 'bfloat16 autocast' if bf16 else 'float32'
+
+def runtime_info(method) -> dict:
+    "What besides data, config and seed moves a run's figures: torch's thread count, its version, the device, the precision."
+    d = method.device
+    name = torch.cuda.get_device_name(d) if d.type == 'cuda' else d.type
+    return {'threads': torch.get_num_threads(), 'torch': str(torch.__version__), 'device': str(d), 'device_name': name,
+            'precision': _precision(method)}
+
+def machine_line(rt: dict) -> str:
+    "The protocol card's line for `runtime_info`."
+    return (f'machine      {rt["device_name"]}, {rt["threads"]} thread{"s" if rt["threads"] != 1 else ""}, '
+            f'torch {rt["torch"]}, {rt["precision"]}')
 
 def save_checkpoint(path, method: Method, t: int, result: Result):
-    "Everything needed to continue after phase `t`, written atomically."
-    atomic_save({'version': CKPT_VERSION, 'method': method.name, 'config': method.cfg.to_dict(), 'phase': t,
-                 'order': list(method.sc.order), 'phase_sizes': list(method.sc.phase_sizes), 'dataset': method.data.name,
-                 'seed': method.seed, 'head_sizes': list(method.model.head.sizes),
-                 'old_head_sizes': list(method.old_model.head.sizes) if method.old_model is not None else None,
-                 'model': method.model.state_dict(),
-                 'old_model': method.old_model.state_dict() if method.old_model is not None else None,
-                 'extra': method.extra_state(), 'rng': rng_state(),
-                 'result': json.dumps(result.to_dict(), default=_json_default)}, path)
+    "Everything needed to continue after phase `t`, with a checksum of it all, written atomically."
+    payload = {'method': method.name, 'config': method.cfg.to_dict(), 'phase': t,
+               'order': list(method.sc.order), 'phase_sizes': list(method.sc.phase_sizes), 'dataset': method.data.name,
+               'seed': method.seed, 'head_sizes': list(method.model.head.sizes),
+               'old_head_sizes': list(method.old_model.head.sizes) if method.old_model is not None else None,
+               'model': method.model.state_dict(),
+               'old_model': method.old_model.state_dict() if method.old_model is not None else None,
+               'extra': method.extra_state(), 'rng': rng_state(),
+               'result': json.dumps(result.to_dict(), default=_json_default),
+               'data': result.data_fingerprint, 'runtime': result.runtime}
+    buf = io.BytesIO(); torch.save(payload, buf); b = bytearray(buf.getbuffer())
+    atomic_save({'version': CKPT_VERSION, 'sha256': hashlib.sha256(b).hexdigest(),
+                 'payload': torch.frombuffer(b, dtype=torch.uint8)}, path)
 
 def load_checkpoint(path) -> dict:
-    "Load a checkpoint safely (`weights_only`); a file that is not a readable cil_nb checkpoint is a `CILError`."
+    "Load a checkpoint safely (`weights_only`) and check its checksum and keys; anything else is a `CILError`."
     path = Path(path)
     check(path.exists(), f'no checkpoint at {path}: nothing to resume; run without resume to start from phase 0')
+    bad = lambda why: CILError(f'checkpoint {path} {why}: delete it (or use --overwrite) to start again, or choose another --out')
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise CILError(f'checkpoint {path} is corrupt or not a cil_nb checkpoint ({type(e).__name__}: {str(e)[:120]}): '
-                       f'delete it to start again, or point --out elsewhere') from None
-    check(isinstance(ck, dict) and ck.get('version') == CKPT_VERSION, f'checkpoint {path} is not a cil_nb checkpoint of version {CKPT_VERSION}: delete it or use another --out')
-    return ck
+    except Exception as e: raise bad(f'is corrupt or not a cil_nb checkpoint ({type(e).__name__}: {str(e)[:80]})') from None
+    if not isinstance(ck, dict) or ck.get('version') != CKPT_VERSION or not {'sha256', 'payload'} <= set(ck):
+        v = ck.get('version') if isinstance(ck, dict) else None
+        raise bad(f'is not a cil_nb checkpoint of version {CKPT_VERSION}' + (f' (it is version {v})' if v is not None else ''))
+    b = ck['payload'].numpy().tobytes() if isinstance(ck['payload'], torch.Tensor) else b''
+    if hashlib.sha256(b).hexdigest() != ck['sha256']: raise bad('is damaged (its checksum does not match its contents)')
+    try: p = torch.load(io.BytesIO(b), map_location='cpu', weights_only=True)
+    except Exception as e: raise bad(f'is corrupt ({type(e).__name__}: {str(e)[:80]})') from None
+    missing = [k for k in CKPT_KEYS if not isinstance(p, dict) or k not in p]
+    if missing: raise bad(f'lacks {", ".join(missing)}')
+    return p
 
-def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path):
+def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path, rt: dict, log=print) -> list:
+    "Refuse a checkpoint of another run or data; returns warnings (a changed thread count)."
     mine = {'method': method.name, 'dataset': sc.data.name, 'order': list(sc.order), 'phase_sizes': list(sc.phase_sizes),
-            'seed': seed, 'config': method.cfg.to_dict()}
+            'seed': seed, 'config': method.cfg.to_dict(), 'data': data_fingerprint(sc.data)}
     diff = [k for k, v in mine.items() if ck.get(k) != v]
+    if 'data' in diff:
+        d = [k for k in mine['data'] if ck['data'].get(k) != mine['data'][k]]
+        diff[diff.index('data')] = f'data ({", ".join(d)})'
+    diff += [k for k in ('torch', 'device', 'precision') if ck['runtime'].get(k) != rt[k]]
     check(not diff, f'checkpoint {path} does not match this run (different {", ".join(diff)}): '
-          f'resume with the same settings, or use another --out / delete the checkpoint')
+          f'resume with the same settings, data and machine, or start again with --overwrite / another --out')
+    if ck['runtime'].get('threads') != rt['threads']:
+        w = (f'resumed after phase {ck["phase"]} with {rt["threads"]} threads; phases 0-{ck["phase"]} ran with '
+             f'{ck["runtime"].get("threads")}: small-run figures move with the thread count')
+        log(f'warning: {w}'); return [w]
+    return []
 
 # %% ../nbs/05_learner.ipynb #37d50f5c
 def _restore(method: Method, ck: dict):
@@ -364,18 +494,57 @@ def _restore(method: Method, ck: dict):
     method.load_extra_state(ck['extra'])
     set_rng_state(ck['rng'])
 
+RUN_FILES = ('checkpoint.pt', 'results.json')
+
+def run_folder_state(folder) -> str | None:
+    "None when `folder` holds no run; else what it holds ('a finished run (5 of 5 phases)', 'a partial run ...')."
+    folder = Path(folder)
+    if not any((folder / f).exists() for f in RUN_FILES): return None
+    try:
+        d = json.loads((folder / 'results.json').read_text())
+        done, n = len(d['phase_seconds']), len(d['phase_sizes'])
+        return f'a {"finished" if done == n else "partial"} run ({done} of {n} phases)'
+    except (OSError, ValueError, KeyError, TypeError): return 'a partial run'
+
+def _prepare_folder(out: Path, resume: bool, overwrite: bool, log=print):
+    "The run folder contract: leftovers of killed writes go; an earlier run is continued, replaced or refused."
+    check(not (resume and overwrite), 'give either --resume (resume=True) or --overwrite (overwrite=True), not both')
+    gone = clean_tmp(out)
+    if gone: log(f'removed {len(gone)} temporary file(s) left in {out} by an interrupted write')
+    state = run_folder_state(out)
+    if resume:
+        check((out / 'checkpoint.pt').exists(), f'nothing to resume in {out} (no checkpoint.pt'
+              + (f', only {state.split(" (")[0][2:]} results.json' if state else '') + '): run without --resume to start'
+              + (' again with --overwrite' if state else ''))
+    elif overwrite:
+        for f in RUN_FILES: (out / f).unlink(missing_ok=True)
+        for f in (out / 'pictures').glob('phase*_*.png'): f.unlink()
+    else:
+        check(state is None, f'{out} already holds {state}: continue it with --resume (resume=True), start again with '
+              f'--overwrite (overwrite=True), or choose another --out')
+
 def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=None, resume: bool = False,
-        log=print, progress: bool | None = None, phases: int | None = None) -> Result:
+        overwrite: bool = False, log=print, progress: bool | None = None, phases: int | None = None) -> Result:
     "Run `method` through every phase of `scenario` (or the first `phases`); see the notebook for the steps."
     device = get_device(device); out = Path(out) if out is not None else None
+    check(out is not None or not resume, 'resume needs the output folder (out=/--out) that holds checkpoint.pt')
+    if out is None: return _run(method, scenario, device, seed, None, False, log, progress, phases)
+    with RunLock(out, 'run folder'):
+        _prepare_folder(out, resume, overwrite, log)
+        return _run(method, scenario, device, seed, out, resume, log, progress, phases)
+
+def _run(method, scenario, device, seed, out, resume, log, progress, phases):
     seed_everything(seed); method.setup(scenario, device, seed)
+    rt = runtime_info(method)
     res = Result(method.name, scenario.data.name, method.cfg.to_dict(), list(scenario.order), list(scenario.phase_sizes),
-                 seed, str(device), scenario.card(), CILMetrics(scenario.phase_sizes))
+                 seed, str(device), scenario.card() + '\n' + machine_line(rt), CILMetrics(scenario.phase_sizes),
+                 runtime=rt, data_fingerprint=data_fingerprint(scenario.data))
     start = 0
     if resume:
-        check(out is not None, 'resume needs the output folder (out=/--out) that holds checkpoint.pt')
-        ck = load_checkpoint(out / 'checkpoint.pt'); _check_matches(ck, method, scenario, seed, out / 'checkpoint.pt')
+        ck = load_checkpoint(out / 'checkpoint.pt')
+        warn = _check_matches(ck, method, scenario, seed, out / 'checkpoint.pt', rt, log)
         _restore(method, ck); res = Result.from_dict(json.loads(ck['result'])); start = ck['phase'] + 1
+        res.warnings += warn
         log(f'resumed from {out / "checkpoint.pt"} after phase {ck["phase"]}')
     if progress is None: progress = not in_test()
     n_phases = scenario.n_phases if phases is None else min(phases, scenario.n_phases)
@@ -409,4 +578,5 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
             res.save(out / 'results.json')
         if progress: phase_bar.update(1)
     if progress: phase_bar.close()
+    if out is not None: res.save(out / 'results.json')   # always ends matching the checkpoint (also when nothing was left to run)
     return res

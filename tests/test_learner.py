@@ -1,5 +1,5 @@
 "The shared loop: a run killed during phase 2 resumes to the same accuracy matrix; checkpoints are safe and checked."
-import os, signal, subprocess, sys, textwrap, time
+import io, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np, pytest, torch
 from cil_nb.core import CILError
@@ -68,7 +68,10 @@ def test_checkpoint_errors(tmp_path):
 def test_checkpoint_loads_weights_only(tmp_path):
     ns = {}; exec(SETUP, ns)
     run(ns['method'](), ns['sc'], device='cpu', seed=0, out=tmp_path, log=lambda s: None, phases=2)
-    ck = torch.load(tmp_path / 'checkpoint.pt', weights_only=True)
+    outer = torch.load(tmp_path / 'checkpoint.pt', weights_only=True)       # the file and the payload inside it
+    assert set(outer) == {'version', 'sha256', 'payload'}
+    ck = torch.load(io.BytesIO(outer['payload'].numpy().tobytes()), weights_only=True)
+    assert load_checkpoint(tmp_path / 'checkpoint.pt')['phase'] == ck['phase']
     assert ck['phase'] == 1 and ck['order'] == ns['sc'].order and ck['head_sizes'] == [2, 2]
     assert sum(len(x) for x in ck['extra']['memory']['x']) == 4 * 5
 
