@@ -102,7 +102,7 @@ def carve_val(d: CILData, frac: float = VAL_FRAC, seed: int = 0) -> CILData:
           f'set a val split of its own (a val/ folder, from_arrays(..., val_x=, val_y=)) or none (from_arrays(..., val_frac=0))')
     tr, va = (torch.as_tensor(i) for i in stratified_split(d.train_y.cpu().numpy(), frac, seed, part='validation'))
     return _dc_replace(d, train_x=d.train_x[tr], train_y=d.train_y[tr], val_x=d.train_x[va], val_y=d.train_y[va],
-                       note=d.note + f"; val: {frac:.0%} of each class's training images (stratified, seed {seed}), never trained on")
+                       note=d.note + f"; val: {frac:.0%} of each class's training images (stratified, seed {seed}), held out of train")
 
 @patch
 def with_eval(self: CILData, split: str = 'test') -> CILData:
