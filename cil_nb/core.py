@@ -11,7 +11,9 @@ import torch
 
 # %% auto #0
 __all__ = ['in_test', 'CILError', 'check', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'file_mode',
-           'atomic_write', 'atomic_save', 'atomic_write_text', 'atomic_write_json', 'clean_tmp', 'RunLock']
+           'atomic_write', 'atomic_save', 'atomic_write_text', 'atomic_write_json', 'clean_tmp', 'RunLock',
+           'world_size', 'rank', 'local_rank', 'is_distributed', 'is_main', 'init_distributed', 'broadcast_object',
+           'on_main', 'broadcast_module', 'all_sum']
 
 # %% ../nbs/00_core.ipynb #daefc5bb
 def in_test() -> bool:
@@ -141,3 +143,82 @@ class RunLock:
         if h is not None and h[0] == os.getpid(): self.path.unlink(missing_ok=True)
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
+
+# %% ../nbs/00_core.ipynb #3759ec92
+import torch.distributed as tdist
+
+def world_size() -> int:
+    "Number of processes of this run (1 without torchrun): the process group's size, or torchrun's `WORLD_SIZE`."
+    if tdist.is_available() and tdist.is_initialized(): return tdist.get_world_size()
+    return int(os.environ.get('WORLD_SIZE', 1))
+
+def rank() -> int:
+    "This process's number, 0 .. world_size() - 1 (0 without torchrun)."
+    if tdist.is_available() and tdist.is_initialized(): return tdist.get_rank()
+    return int(os.environ.get('RANK', 0))
+
+def local_rank() -> int:
+    "This process's number on its machine (torchrun's `LOCAL_RANK`): the GPU it uses."
+    return int(os.environ.get('LOCAL_RANK', 0))
+
+def is_distributed() -> bool:
+    "True when this run has more than one process (started by torchrun)."
+    return world_size() > 1
+
+def is_main() -> bool:
+    "True in the process that writes files and prints: rank 0, or the only one."
+    return rank() == 0
+
+def init_distributed(device='cpu') -> torch.device:
+    "Join the process group from torchrun's environment (NCCL for CUDA, else gloo), once; returns this process's device."
+    device = torch.device(device)
+    if device.type == 'cuda' and is_distributed():
+        check(torch.cuda.device_count() > local_rank(), f'process {rank()} needs GPU {local_rank()}, but this machine has '
+              f'{torch.cuda.device_count()}: give torchrun --nproc_per_node at most the number of GPUs')
+        device = torch.device('cuda', local_rank()); torch.cuda.set_device(device)
+    if is_distributed() and not tdist.is_initialized():
+        check(tdist.is_available(), 'this torch has no torch.distributed: run in one process (without torchrun)')
+        tdist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return device
+
+# %% ../nbs/00_core.ipynb #35a854fc
+def _to(obj, device):
+    "`obj` with every tensor in it (in dicts, lists, tuples) moved to `device`."
+    if isinstance(obj, torch.Tensor): return obj.to(device)
+    if isinstance(obj, dict): return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+def broadcast_object(obj, device=None):
+    "Process 0's `obj` in every process (tensors travel on the CPU, then go to `device` where given); `obj` itself without torchrun."
+    if not is_distributed(): return obj
+    box = [_to(obj, 'cpu') if is_main() else None]
+    tdist.broadcast_object_list(box, src=0)
+    return obj if is_main() else (_to(box[0], device) if device is not None else box[0])
+
+def on_main(fn, *args, **kw):
+    "`fn(*args, **kw)` in process 0 only; every process returns its result, or raises the `CILError` it raised."
+    if not is_distributed(): return fn(*args, **kw)
+    out = None
+    if is_main():
+        try: out = ('ok', fn(*args, **kw))
+        except CILError as e: out = ('error', str(e))
+    kind, val = broadcast_object(out)
+    if kind == 'error': raise CILError(val)
+    return val
+
+def broadcast_module(module: torch.nn.Module):
+    "Copy process 0's parameters and buffers into `module` in every process, in place (shapes must already agree)."
+    if not is_distributed(): return module
+    with torch.no_grad():
+        for t in list(module.state_dict(keep_vars=True).values()):
+            tdist.broadcast(t.data, src=0)
+    return module
+
+def all_sum(x):
+    "The sum of the number or tensor `x` over the processes (`x` itself without torchrun)."
+    if not is_distributed(): return x
+    t = x.detach().clone() if isinstance(x, torch.Tensor) else torch.tensor(float(x), dtype=torch.float64)
+    if tdist.get_backend() == 'nccl': t = t.cuda()
+    tdist.all_reduce(t)
+    return t.to(x.device) if isinstance(x, torch.Tensor) else type(x)(t.item())

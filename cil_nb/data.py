@@ -491,9 +491,15 @@ class Scenario:
 
 # %% ../nbs/01_data.ipynb #34ce68e9
 class Augment:
-    "Batched pad-and-crop, optional horizontal flip and normalisation for N x C x H x W images."
-    def __init__(self, mean, std, pad: int = 4, flip: bool = True, crop: bool = True):
+    """Batched pad-and-crop, optional horizontal flip and normalisation for N x C x H x W images; optionally also
+    brightness jitter, AutoAugment and Cutout (the recipe of FOSTER's CIFAR runs), all on the batch's device."""
+    def __init__(self, mean, std, pad: int = 4, flip: bool = True, crop: bool = True, autoaugment: str | None = None,
+                 cutout: int = 0, brightness: float = 0.0, aa_group: int = 16):
         self.mean, self.std, self.pad, self.flip, self.crop = list(mean), list(std), pad, flip, crop
+        check(autoaugment in (None, 'cifar10', 'imagenet', 'svhn'), f"autoaugment must be None, 'cifar10', 'imagenet' or 'svhn', got {autoaugment!r}")
+        check(cutout >= 0 and brightness >= 0 and aa_group >= 1, f'cutout and brightness must be >= 0 and aa_group >= 1, got {cutout}, {brightness}, {aa_group}')
+        self.autoaugment, self.cutout, self.brightness, self.aa_group = autoaugment, cutout, brightness, aa_group
+        self._aa = None
     def normalize(self, x):
         "uint8 or [0, 1] float images to normalised float."
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
@@ -501,7 +507,33 @@ class Augment:
         if ms is None or ms[0].device != x.device:   # built once per device, not copied to it every batch
             ms = self._ms = (torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1), torch.tensor(self.std, device=x.device).view(1, -1, 1, 1))
         return (x - ms[0]) / ms[1]
+    def photometric(self, x, g: torch.Generator | None = None):
+        "Brightness jitter (a factor in [1 - b, 1 + b] an image) and AutoAugment (one policy for each group of `aa_group` images), before normalising."
+        B = len(x)
+        if self.brightness > 0:
+            f = 1 + (torch.rand(B, generator=g, device=x.device) * 2 - 1) * self.brightness
+            x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()) * f[:, None, None, None]
+            x = (x.clamp(0, 1) * 255).round().to(torch.uint8)   # AutoAugment's colour operations expect uint8 (or [0, 1])
+        if self.autoaugment is not None:
+            if self._aa is None:
+                from torchvision.transforms import v2
+                self._aa = v2.AutoAugment(getattr(v2.AutoAugmentPolicy, self.autoaugment.upper()))
+            seed = int(torch.randint(0, 2**62, (1,), generator=g, device=x.device).item())
+            with torch.random.fork_rng(devices=[]):   # torchvision draws from torch's global generator: seed it from ours
+                torch.manual_seed(seed)
+                x = torch.cat([self._aa(c) for c in x.split(self.aa_group)])
+        return x
+    def cut(self, x, g: torch.Generator | None = None):
+        "Cutout: a `cutout` x `cutout` square (clipped at the border) set to 0 after normalising (the mean colour) in each image."
+        B, C, H, W = x.shape; L = self.cutout
+        cy = torch.randint(0, H, (B,), generator=g, device=x.device); cx = torch.randint(0, W, (B,), generator=g, device=x.device)
+        ys, xs = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+        my = (ys[None] >= (cy - L // 2)[:, None]) & (ys[None] < (cy + L // 2)[:, None])
+        mx = (xs[None] >= (cx - L // 2)[:, None]) & (xs[None] < (cx + L // 2)[:, None])
+        hole = (my[:, :, None] & mx[:, None, :])[:, None]
+        return x.masked_fill(hole, 0.0)
     def __call__(self, x, g: torch.Generator | None = None, train: bool = True):
+        if train and (self.brightness > 0 or self.autoaugment is not None): x = self.photometric(x, g)
         x = self.normalize(x)
         if not train: return x
         B, C, H, W = x.shape
@@ -514,23 +546,31 @@ class Augment:
         if self.flip:
             m = torch.rand(B, generator=g, device=x.device) < 0.5
             x = torch.where(m[:, None, None, None], x.flip(-1), x)
+        if self.cutout > 0: x = self.cut(x, g)
         return x
 
 # %% ../nbs/01_data.ipynb #312fc39c
 class Batches:
-    "Batches of (augmented x, y) cut on the device from tensors `x`, `y` over the index set `idx`."
+    """Batches of (augmented x, y) cut on the device from tensors `x`, `y` over the index set `idx`. With `shard=(r, n)`
+    (n processes, see `core.world_size`) every process draws the same batch, augments it, and keeps its share `r::n`."""
     def __init__(self, x, y, idx=None, batch_size: int = 128, shuffle: bool = True, aug: Augment | None = None,
-                 train: bool = True, drop_last: bool = False, seed: int = 0):
+                 train: bool = True, drop_last: bool = False, seed: int = 0, shard: tuple = (0, 1)):
         self.x, self.y, self.bs, self.shuffle, self.aug, self.train, self.drop_last = x, y, batch_size, shuffle, aug, train, drop_last
         self.idx = (torch.arange(len(x), device=x.device) if idx is None else torch.as_tensor(idx).to(x.device))
         self.g = torch.Generator(device=x.device); self.g.manual_seed(seed)
+        self.shard = tuple(shard)
+        check(0 <= self.shard[0] < self.shard[1], f'shard must be (rank, processes) with 0 <= rank < processes, got {shard}')
     def __len__(self):
-        n = len(self.idx); return n // self.bs if self.drop_last else math.ceil(n / self.bs)
+        n, k = len(self.idx), self.shard[1]
+        if self.drop_last: return n // self.bs
+        return n // self.bs + (n % self.bs >= k)   # sharded: a last batch smaller than the process count is dropped
     def __iter__(self):
         idx = self.idx[torch.randperm(len(self.idx), generator=self.g, device=self.idx.device)] if self.shuffle else self.idx
+        r, k = self.shard
         for i in range(len(self)):
             b = idx[i * self.bs:(i + 1) * self.bs]
             xb = self.x[b]
-            yield (self.aug(xb, self.g, self.train) if self.aug is not None else xb), self.y[b]
+            xb = self.aug(xb, self.g, self.train) if self.aug is not None else xb
+            yield (xb, self.y[b]) if k == 1 else (xb[r::k], self.y[b][r::k])
     def state(self): return self.g.get_state()
     def set_state(self, s): self.g.set_state(s)
