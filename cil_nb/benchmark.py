@@ -10,17 +10,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
-from fastcore.script import call_parse, store_true
 from .core import *
 from .data import *
 from .metrics import *
 from .learner import *
-from .cli import prepare, load_methods
+from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv
 
 # %% auto #0
 __all__ = ['PICTURES', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'save_picture', 'class_rows',
-           'default_pictures', 'method_pictures', 'save_phase_pictures', 'benchmark', 'bench_rows', 'bench_table',
-           'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
+           'default_pictures', 'method_pictures', 'save_phase_pictures', 'bench_folders', 'benchmark', 'bench_rows',
+           'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -108,18 +107,38 @@ def save_phase_pictures(method, p, folder) -> dict:
     return out
 
 # %% ../nbs/20_benchmark.ipynb #ec372e85
-def _fresh(m: Method) -> Method: return type(m)(m.cfg)
+def _fresh(m: Method) -> Method:
+    f = type(m)(m.cfg); f.label = getattr(m, 'label', m.name); return f
 
-def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=None, log=print, pictures: bool = True) -> dict:
-    "Run every method (instances, e.g. from `cli.prepare`) on `sc` once per seed; returns name -> list of `Result`."
+_BENCH_KEYS = ('wall_seconds', 'peak_memory_mb', 'train_images_per_second')
+
+def bench_folders(methods: list, seeds, out) -> dict:
+    "(label, seed) -> the run folder `out/<method-or-variant>/seed<s>/` of every run of a benchmark."
+    return {(getattr(m, 'label', m.name), s): Path(out) / label_folder(getattr(m, 'label', m.name)) / f'seed{s}'
+            for m in methods for s in seeds}
+
+def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=None, log=print, pictures: bool = True,
+              resume: bool = False, overwrite: bool = False) -> dict:
+    "Run every method or variant (instances, e.g. from `cli.prepare`) on `sc` once per seed; returns label -> list of `Result`."
     check(len(methods) > 0, 'benchmark needs at least one method')
     check(len(seeds) > 0 and len(set(seeds)) == len(seeds), f'seeds must be distinct and at least one, got {list(seeds)}')
+    labels = [getattr(m, 'label', m.name) for m in methods]
+    check(len(set(labels)) == len(labels), f'each method or variant must appear once, got {labels}')
     device = get_device(device); out = Path(out) if out is not None else None
+    check(out is not None or not resume, 'resume needs the output folder (out=/--out)')
+    folders = bench_folders(methods, seeds, out) if out is not None else {}
+    if out is not None: check_out(folders, resume, overwrite)   # refuse before anything runs (see `cli.check_out`)
     results = {}
-    for m in methods:
-        results[m.name] = []
+    for m, label in zip(methods, labels):
+        results[label] = []
         for i, s in enumerate(seeds):
-            mi = _fresh(m); folder = out / m.name / f'seed{s}' if out is not None else None
+            mi = _fresh(m); folder = folders.get((label, s))
+            ck = folder is not None and (folder / 'checkpoint.pt').exists()
+            prev = None
+            if resume and ck and (folder / 'results.json').exists():
+                try: prev = Result.load(folder / 'results.json')
+                except CILError: prev = None
+            done_before = prev is not None and len(prev.phase_seconds) == sc.n_phases and all(k in prev.extras for k in _BENCH_KEYS)
             if pictures and folder is not None and i == 0:
                 rec = mi.record
                 def record(extras, p, mi=mi, rec=rec, folder=folder):
@@ -129,14 +148,20 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
                     return extras
                 mi.record = record
             if device.type == 'cuda': torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            r = run(mi, sc, device=device, seed=s, out=folder, log=lambda line: None, progress=False)
-            r.extras.update(wall_seconds=time.perf_counter() - t0, peak_memory_mb=peak_memory_mb(device),
-                            train_images_per_second=train_images_per_second(r))
+            t0 = time.perf_counter(); ran = []
+            r = run(mi, sc, device=device, seed=s, out=folder, resume=resume and ck, overwrite=overwrite,
+                    log=lambda line: ran.append(line) if line.startswith('phase ') else None, progress=False)
+            if done_before:      # finished in an earlier call: checked against its checkpoint, its costs kept
+                r.extras.update({k: prev.extras[k] for k in _BENCH_KEYS}); how = 'finished before'
+            else:                # the phases restored from a checkpoint count with the time they took then
+                before = sum(r.phase_seconds[:len(r.phase_seconds) - len(ran)])
+                r.extras.update(wall_seconds=time.perf_counter() - t0 + before, peak_memory_mb=peak_memory_mb(device),
+                                train_images_per_second=train_images_per_second(r))
+                how = f'resumed after phase {len(r.phase_seconds) - len(ran) - 1}' if resume and ck else ''
             if folder is not None: r.save(folder / 'results.json')
-            results[m.name].append(r)
-            log(f'{m.name:<14} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
-                + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s')
+            results[label].append(r)
+            log(f'{label:<14} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
+                + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
     return results
 
 # %% ../nbs/20_benchmark.ipynb #22ef6000
@@ -198,13 +223,14 @@ def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | N
           f'Mean ± std over seeds {[r.seed for r in next(iter(results.values()))]}; A_avg is the average incremental accuracy '
           f'over all phases, the first included; forgetting is the average forgetting of the CNN head. Backbones: '
           + ', '.join(f'{k} {c["backbone"]} ({c["epochs"]} epochs a phase)' for k, c in cfgs.items())
-          + f'. Machine: {_machine(device)}, torch {torch.__version__}.']
+          + f'. Machine: {_machine(device)}, torch {torch.__version__} (small-run figures move with the thread count).']
     if command: md += ['', f'Command: `{command}`']
     path = atomic_write_text('\n'.join(md) + '\n', out / 'results.md')
     fig, ax = plt.subplots(figsize=(6.5, 4.2)); plot_bench_curves(results, ax=ax, title=f'{sc.data.name}: mean over seeds')
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight'); plt.close(fig)
     atomic_write(out / 'curves.png', lambda f: f.write(buf.getvalue()))
-    atomic_write_json({'card': sc.card(), 'rows': bench_rows(results)}, out / 'bench.json', default=float)
+    atomic_write_json({'card': sc.card(), 'rows': bench_rows(results),
+                       'runtime': {k: rs[0].runtime for k, rs in results.items()}}, out / 'bench.json', default=float)
     return path
 
 # %% ../nbs/20_benchmark.ipynb #0c72c704
@@ -215,37 +241,34 @@ def _parse_seeds(s) -> list:
     check(len(set(v)) == len(v), f'--seeds must not repeat a seed, got {s!r}')
     return v
 
-@call_parse
-def cil_nb_bench(method: str = 'finetune,icarl,lucir',  # methods, comma-separated
-                 dataset: str = 'mnist5k',           # digits, mnist5k, synthetic, cifar10, cifar100, medmnist:<flag>, folder:<path>
-                 root: str = None,                   # where data files live
-                 base: int = 2,                      # classes in the first phase
-                 increment: str = '2',               # classes a phase after that: an int, or a list like 3,3,2
-                 memory: int = None,                 # total exemplars, re-balanced over the seen classes each phase
-                 per_class: int = None,              # or a fixed number of exemplars a class
-                 backbone: str = None,               # resnet20, resnet32, resnet18, ci_net (default: the preset's)
-                 size: int = None,                   # resize images to size x size
-                 epochs: int = None,                 # epochs a phase (default: the preset's)
-                 seeds: str = '0,1,2',               # seeds of the runs, comma-separated
-                 order_seed: int = 1993,             # seed of the class order
-                 device: str = 'auto',               # auto, cpu, cuda, cuda:N, mps
-                 out: str = 'runs/bench',            # output folder
-                 preset: str = 'small',              # small or paper
-                 download: store_true = False,       # let medmnist / torchvision download missing data files
-                 host: str = None,                   # host of a hosted method (aanets, mnemonics): lucir or icarl
-                 cpu_amp: store_true = False,        # bfloat16 + channels-last on CPUs with native bfloat16 (AMX)
-                 no_pictures: store_true = False):   # do not write per-phase pictures
+def cil_nb_bench(argv=None, **kw):
     "Run several methods on one scenario over several seeds; write a markdown table, curves and per-run results."
-    try:
-        sd = _parse_seeds(seeds)
-        methods, sc, dev, o = prepare(method, dataset, root, base, increment, memory, per_class, backbone, size, epochs,
-                                      sd[0], order_seed, device, out, preset, download, host, cpu_amp)
-        print(sc.card())
-        res = benchmark(methods, sc, dev, sd, o, pictures=not no_pictures)
-        path = write_bench(res, sc, o, dev, command='cil_nb_bench ' + ' '.join(sys.argv[1:]))
-        print(); print(bench_table(res)); print(f'\nwrote {path}, {o / "curves.png"}')
-    except CILError as e:
-        print(f'cil_nb_bench: error: {e}', file=sys.stderr); sys.exit(2)
+    p = add_run_args(ArgParser(prog='cil_nb_bench', description='Run several methods or variants (method:key=value) on one '
+                               'scenario over several seeds; write results.md, curves.png, bench.json and '
+                               '--out/<method-or-variant>/seed<s>/. Flags take dashes or underscores.'),
+                     'finetune,icarl,lucir', 'runs/bench')
+    p.add_argument('--seeds', default='0,1,2', help='seeds of the runs, comma-separated')
+    p.add_argument('--no_pictures', action='store_true', help='do not write per-phase pictures')
+    args = _argv(argv, kw); a = p.parse_args(args)
+    def body():
+        set_threads(a.threads)
+        sd = _parse_seeds(a.seeds)
+        methods, sc, dev, o = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
+                                      a.size, a.epochs, sd[0], a.order_seed, a.device, a.out, a.preset, a.download,
+                                      a.host, a.precision, a.set, a.eval)
+        with RunLock(o, '--out'):
+            check_out(bench_folders(methods, sd, o), a.resume, a.overwrite)
+            gone = clean_tmp(o)
+            if gone: print(f'removed {len(gone)} temporary file(s) left in {o} by an interrupted write')
+            print(sc.card())
+            print(machine_note(dev))
+            res = benchmark(methods, sc, dev, sd, o, pictures=not a.no_pictures, resume=a.resume, overwrite=a.overwrite)
+            path = write_bench(res, sc, o, dev, command='cil_nb_bench ' + ' '.join(a for a in args if a not in ('--resume', '--overwrite')))
+        print(); print(bench_table(res))
+        print(f'\nresults in {o.absolute()}: {path.name}, curves.png, bench.json, and <method-or-variant>/seed<s>/ for each run')
+    main('cil_nb_bench', body)
+
+if __name__ == '__main__' and sys.argv[0].endswith('benchmark.py'): cil_nb_bench()   # python -m cil_nb.benchmark
 
 # %% ../nbs/20_benchmark.ipynb #18a17620
 def _as_runs(items) -> dict:
@@ -283,23 +306,37 @@ def phase_pictures(r: Result, folder, t: int) -> dict:
     return pics
 
 # %% ../nbs/20_benchmark.ipynb #eb938732
+def _png(fig, dpi=90) -> bytes:
+    "The figure as PNG bytes (tight bounding box), for an `ipywidgets.Image`."
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight'); return buf.getvalue()
+
 class Explorer:
     "Interactive view of CIL results: method, head and phase -> accuracy matrix, per-class accuracy, pictures."
-    def __init__(self, results, show: bool = True):
+    def __init__(self, results, show: bool = True,
+                 label: str | None = None,   # result to show first (a key of `runs`); default: the first
+                 head: str | None = None,    # head to show first; default: the result's first
+                 phase: int | None = None):  # phase to show first; default 0, -1 for the last
         import ipywidgets as W
         self.runs = _as_runs(results); self.show = show
-        first = next(iter(self.runs.values()))[0]
-        self.method = W.Dropdown(options=list(self.runs), description='result')
-        self.head = W.Dropdown(options=first.heads, description='head')
-        self.phase = W.IntSlider(min=0, max=max(0, first.metrics.n_phases_done('cnn') - 1), description='phase')
-        self.out_matrix, self.out_classes, self.out_pictures = W.Output(), W.Output(), W.Output()
+        check(label is None or label in self.runs, f'no result called {label!r}: choose one of {", ".join(self.runs)}')
+        label = label or next(iter(self.runs)); first = self.runs[label][0]
+        check(head is None or head in first.heads, f'{label} has no head {head!r}: choose one of {", ".join(first.heads)}')
+        head = head or first.heads[0]; n = first.metrics.n_phases_done(head)
+        phase = 0 if phase is None else phase + n if phase < 0 else phase
+        check(0 <= phase < max(1, n), f'{label} has phases 0 to {n - 1}: phase {phase} is not one of them')
+        self.method = W.Dropdown(options=list(self.runs), value=label, description='result')
+        self.head = W.Dropdown(options=first.heads, value=head, description='head')
+        self.phase = W.IntSlider(min=0, max=max(0, n - 1), value=phase, description='phase')
+        self.img_matrix, self.img_classes = W.Image(format='png'), W.Image(format='png')
+        self.box_pictures = W.VBox()
         self.figures, self.pictures, self.updates = {}, {}, 0
         self._busy = False
         self.method.observe(self._on_method, names='value')
         self.head.observe(self._on_change, names='value')
         self.phase.observe(self._on_change, names='value')
         self.widget = W.VBox([W.HBox([self.method, self.head, self.phase]),
-                              W.HBox([self.out_matrix, self.out_classes]), self.out_pictures])
+                              W.HBox([self.img_matrix, self.img_classes], layout=W.Layout(align_items='flex-start')),
+                              self.box_pictures])
         self.update()
 
     @property
@@ -318,38 +355,54 @@ class Explorer:
         finally: self._busy = False
         self.update()
 
-    def _draw(self, out, fig, key):
-        self.figures[key] = fig
-        out.clear_output(wait=True)
-        if self.show:
-            with out:
-                from IPython.display import display
-                display(fig)
-        plt.close(fig)
+    def _view(self):
+        "(result, run folder, head, phase) of the current choices."
+        r, folder = self.runs[self.method.value]; h = self.head.value if self.head.value in r.heads else r.heads[0]
+        return r, folder, h, min(self.phase.value, r.metrics.n_phases_done(h) - 1)
+
+    @staticmethod
+    def draw_matrix(ax, r: Result, h: str, t: int):
+        "The accuracy matrix of head `h` with the row of phase `t` outlined."
+        plot_accuracy_matrix(r.metrics.R(h), ax=ax, title=f'{r.method} {h} (seed {r.seed}): accuracy matrix')
+        ax.add_patch(plt.Rectangle((-0.5, t - 0.5), t + 1, 1, fill=False, ec='red', lw=2))
+
+    @staticmethod
+    def draw_classes(ax, r: Result, h: str, t: int):
+        "Accuracy of every class seen after phase `t`: old classes blue, the phase's new ones orange; ticks name the classes."
+        pc = r.metrics.per_class(h, t); n_old = r.metrics.starts[t]; n = len(pc)
+        ax.bar(range(n), np.nan_to_num(pc), color=['C0' if c < n_old else 'C1' for c in range(n)])
+        ax.set_xticks(range(n), [str(c) for c in r.order[:n]], fontsize=8 if n <= 30 else 5, rotation=0 if n <= 30 else 90)
+        ax.set_ylim(0, 105); ax.set_xlim(-0.6, n - 0.4)
+        ax.set_xlabel('class (label in the data set), in the order learnt'); ax.set_ylabel('accuracy (%)')
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(color='C0', label='classes of earlier phases'), Patch(color='C1', label=f'new in phase {t}')],
+                  fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        ax.set_title(f'{r.method} {h}, after phase {t}: {r.metrics.acc(h)[t]:.1f}% on {n} classes', fontsize=9)
+
+    def snapshot(self):
+        "The current view as one matplotlib figure (for a static copy beside the widget)."
+        r, _, h, t = self._view(); T = len(r.metrics.R(h)); n = len(r.metrics.per_class(h, t))
+        fig, axs = plt.subplots(1, 2, figsize=(2 + 0.55 * T + max(5, 0.3 * n + 2), 1.4 + max(3, 0.5 * T)),
+                                gridspec_kw=dict(width_ratios=[1.6 + 0.55 * T, max(4, 0.3 * n + 1.5)]))
+        self.draw_matrix(axs[0], r, h, t); self.draw_classes(axs[1], r, h, t); fig.tight_layout()
+        return fig
 
     def update(self):
         "Redraw everything for the current method, head and phase."
-        r, folder = self.runs[self.method.value]; h = self.head.value if self.head.value in r.heads else r.heads[0]
-        t = min(self.phase.value, r.metrics.n_phases_done(h) - 1)
-        R = r.metrics.R(h)
-        fig, ax = plt.subplots(figsize=(1.6 + 0.55 * len(R), 1.2 + 0.5 * len(R)))
-        plot_accuracy_matrix(R, ax=ax, title=f'{r.method} {h} (seed {r.seed})')
-        ax.add_patch(plt.Rectangle((-0.5, t - 0.5), t + 1, 1, fill=False, ec='red', lw=2))
-        self._draw(self.out_matrix, fig, 'matrix')
-        pc = r.metrics.per_class(h, t); n_old = r.metrics.starts[t]
-        fig, ax = plt.subplots(figsize=(max(4, 0.25 * len(pc) + 1.5), 3))
-        ax.bar(range(len(pc)), np.nan_to_num(pc), color=['C0' if c < n_old else 'C1' for c in range(len(pc))])
-        ax.set_ylim(0, 100); ax.set_xlabel('class (position in the order)'); ax.set_ylabel('accuracy (%)')
-        ax.set_title(f'after phase {t}: {r.metrics.acc(h)[t]:.1f}% on {len(pc)} classes', fontsize=9)
-        self._draw(self.out_classes, fig, 'classes')
+        r, folder, h, t = self._view(); T = len(r.metrics.R(h)); n = len(r.metrics.per_class(h, t))
+        for key, size, draw, img in (('matrix', (1.6 + 0.55 * T, 1.2 + 0.5 * T), self.draw_matrix, self.img_matrix),
+                                     ('classes', (max(4.5, 0.3 * n + 1.5), 3.6), self.draw_classes, self.img_classes)):
+            fig, ax = plt.subplots(figsize=size); draw(ax, r, h, t); fig.tight_layout()
+            self.figures[key] = fig
+            if self.show: img.value = _png(fig)
+            plt.close(fig)
         self.pictures = phase_pictures(r, folder, t)
-        self.out_pictures.clear_output(wait=True)
         if self.show:
-            with self.out_pictures:
-                from IPython.display import display, Image, Markdown
-                if not self.pictures: display(Markdown(f'*no pictures for phase {t}*'))
-                for name, path in self.pictures.items(): display(Markdown(f'**{name}**'), Image(filename=str(path)))
-        self.state = dict(label=self.method.value, head=h, phase=t, n_classes=len(pc), pictures=sorted(self.pictures))
+            import ipywidgets as W
+            kids = [W.HTML(f'<i>no pictures for phase {t}</i>')] if not self.pictures else []
+            for name, path in self.pictures.items(): kids += [W.HTML(f'<b>{name}</b>'), W.Image(value=Path(path).read_bytes(), format='png')]
+            self.box_pictures.children = kids
+        self.state = dict(label=self.method.value, head=h, phase=t, n_classes=n, pictures=sorted(self.pictures))
         self.updates += 1
 
     def _ipython_display_(self):

@@ -4,12 +4,11 @@
 
 # %% ../nbs/30_cli.ipynb #3e3bedf9
 from __future__ import annotations
-import os, sys, io, json, time, tempfile, dataclasses
+import os, sys, io, re, json, time, errno, argparse, tempfile, dataclasses
 from pathlib import Path
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
-from fastcore.script import call_parse, Param, store_true
 from .core import *
 from .data import *
 from .memory import Budget
@@ -19,7 +18,8 @@ from .learner import *
 import cil_nb.methods
 
 # %% auto #0
-__all__ = ['load_methods', 'prepare', 'run_experiments', 'cil_nb_run']
+__all__ = ['load_methods', 'split_methods', 'parse_method', 'label_folder', 'prepare', 'machine_note', 'check_out',
+           'run_experiments', 'ArgParser', 'add_run_args', 'main', 'set_threads', 'cil_nb_run']
 
 # %% ../nbs/30_cli.ipynb #a2b3ad33
 def load_methods() -> dict:
@@ -46,9 +46,32 @@ def _check_writable(out: Path):
         except OSError: ok = False
     check(ok, f'--out {out} cannot be written ({p} is not a writable folder): choose another --out')
 
-def _method_config(name: str, preset: str, memory, per_class, backbone, epochs, host=None, cpu_amp=False):
+def split_methods(spec: str) -> list:
+    "`'icarl:selection=random,finetune'` -> `['icarl:selection=random', 'finetune']` (a piece that is no method name continues a value)."
+    out = []
+    for q in (x.strip() for x in str(spec).split(',')):
+        if not q: continue
+        if re.fullmatch(r'[A-Za-z_]\w*(:.*)?', q) or not out: out.append(q)
+        else: out[-1] += ',' + q        # e.g. the 0.75 of icarl:milestones=0.5,0.75
+    return out
+
+def parse_method(spec: str) -> tuple:
+    "`'icarl:selection=random:per_class=5'` -> `('icarl', {'selection': 'random', 'per_class': '5'})`."
+    name, *sets = spec.split(':')
+    kv = {}
+    for s in sets:
+        check('=' in s, f'method variant {spec!r} must look like method:key=value[:key=value], e.g. icarl:selection=random')
+        kv.update(parse_settings(s))
+    return name.strip(), kv
+
+def label_folder(label: str) -> str:
+    "The folder of a method or variant under --out: its label with ':' (and anything unusual) as '_'."
+    return re.sub(r'[^A-Za-z0-9_.=,+-]', '_', label)
+
+def _method_config(spec: str, preset: str, memory, per_class, backbone, epochs, host=None, precision=None, settings=None):
     check(preset in ('small', 'paper'), f"--preset must be 'small' or 'paper', got {preset!r}")
     load_methods()
+    name, variant = parse_method(spec)
     check(name in METHODS, f'unknown method {name!r}: available are {", ".join(sorted(METHODS))}')
     cls = METHODS[name]
     cfg = cls.Config.preset(small=preset == 'small')
@@ -57,30 +80,49 @@ def _method_config(name: str, preset: str, memory, per_class, backbone, epochs, 
     if per_class is not None: kw.update(per_class=per_class, memory=None)
     if backbone is not None: kw['backbone'] = backbone
     if host is not None and hasattr(cfg, 'host'): kw['host'] = host
-    if cpu_amp: kw['cpu_amp'] = True
+    if precision is not None: kw['precision'] = 'bf16' if precision is True else precision   # True: the old cpu_amp
     if epochs is not None:
         check(epochs > 0, f'--epochs must be > 0, got {epochs}'); kw.update(epochs=epochs, base_epochs=None)
     cfg = cfg.replace(**kw)
+    for what, kv in (('--set', parse_settings(settings or [])), (repr(spec), variant)):
+        try: cfg = cfg.with_settings(kv)
+        except CILError as e: raise CILError(f'{what} for {name}: {e}') from None
     check(cfg.backbone in BACKBONES, f'unknown backbone {cfg.backbone!r}: use one of {", ".join(BACKBONES)}')
-    return cls(cfg)
+    m = cls(cfg); m.label = name + ''.join(f':{k}={v}' for k, v in variant.items())
+    return m
 
-def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=2, increment='2', memory=None, per_class=None,
+def _protocol(methods, preset, base, increment) -> tuple:
+    "base and increment: as given; else with --preset paper the methods' common `paper_protocol`; else 2 and 2."
+    if preset == 'paper' and (base is None or increment is None):
+        ps = {m.label: m.cfg.paper_protocol for m in methods}
+        both = {(p['base'], p['increment']) for p in ps.values()}
+        check(len(both) == 1, 'the methods have different paper protocols (' + ', '.join(f'{k}: B{p["base"]} + {p["increment"]} a phase'
+              for k, p in ps.items()) + '): give --base and --increment, or run them one at a time')
+        b, i = both.pop(); base = b if base is None else base; increment = i if increment is None else increment
+    return (2 if base is None else base), ('2' if increment is None else increment)
+
+def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, increment=None, memory=None, per_class=None,
             backbone=None, size=None, epochs=None, seed=0, order_seed=1993, device='auto', out='runs/cil_nb',
-            preset='small', download=False, host=None, cpu_amp=False):
+            preset='small', download=False, host=None, precision=None, settings=None, eval='test'):
     "Validate every argument and build (methods, scenario, device, out) without writing anything."
-    names = [m.strip() for m in str(method).split(',') if m.strip()]
+    names = split_methods(method)
     check(names, '--method must name at least one method')
     check(memory is None or memory >= 0, f'--memory must be a number of exemplars >= 0, got {memory}')
     check(per_class is None or per_class >= 0, f'--per_class must be >= 0, got {per_class}')
     check(memory is None or per_class is None, 'give either --memory (a total) or --per_class, not both')
-    methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, cpu_amp) for n in names]
+    check(eval in ('test', 'val'), f"--eval must be 'test' or 'val', got {eval!r}")
+    methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, precision or None, settings) for n in names]
+    labels = [m.label for m in methods]
+    check(len(set(labels)) == len(labels), f'--method names {sorted({l for l in labels if labels.count(l) > 1})} twice: name each method or variant once')
     if host is not None:   # `--method lucir,aanets --host lucir`: the host runs as itself, the hosted method on it
         hosted = sorted(k for k, c in METHODS.items() if 'host' in {f.name for f in dataclasses.fields(c.Config)})
         check(any(hasattr(m.cfg, 'host') for m in methods),
               f'--host applies only to methods built on a host ({", ".join(hosted) or "none"}), and none of {names} is one')
+    base, increment = _protocol(methods, preset, base, increment)
     out = Path(out).expanduser(); _check_writable(out)
     dev = get_device(device)
     data = load_dataset(dataset, root=root, download=download, size=size)
+    if eval != 'test': data = data.with_eval(eval)
     sc = Scenario(data, base, _parse_increment(increment), seed=order_seed)
     return methods, sc, dev, out
 
@@ -89,56 +131,160 @@ def _save_fig(fig, path):
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight'); plt.close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
-def run_experiments(methods, sc, dev, out: Path, seed: int = 0, resume: bool = False, log=print) -> dict:
+def machine_note(dev) -> str:
+    "The card's machine line before a run: device, torch's thread count and version."
+    n = torch.get_num_threads()
+    return f'machine      {dev}, {n} thread{"s" if n != 1 else ""}, torch {torch.__version__} (small-run figures move with the thread count)'
+
+def check_out(folders: dict, resume: bool = False, overwrite: bool = False):
+    "Before anything runs: refuse run folders (label -> folder) that hold runs unless `resume`/`overwrite`; refuse a resume with nothing to resume."
+    check(not (resume and overwrite), 'give either --resume or --overwrite, not both')
+    states = {k: run_folder_state(f) for k, f in folders.items()}
+    held = [k for k, s in states.items() if s]
+    if not resume and not overwrite and held:
+        k = held[0]
+        raise CILError(f'{folders[k]} already holds {states[k]}' + (f' (and {len(held) - 1} more run folder(s) do too)' if len(held) > 1 else '')
+                       + ': continue with --resume, start again with --overwrite, or choose another --out')
+    if resume:
+        ck = {k: (f / 'checkpoint.pt').exists() for k, f in folders.items()}
+        check(any(ck.values()), f'nothing to resume: no checkpoint.pt in {", ".join(str(f) for f in folders.values())}; '
+              f'run without --resume to start')
+        lost = [k for k in held if not ck[k]]
+        if lost: raise CILError(f'{folders[lost[0]]} holds results.json but no checkpoint.pt, so it cannot be resumed: start it again with --overwrite')
+    return states
+
+def run_experiments(methods, sc, dev, out: Path, seed: int = 0, resume: bool = False, overwrite: bool = False, log=print) -> dict:
     "Run each method on the scenario, print its phase table and summary, write results and plots under `out`."
-    log(sc.card()); results = {}
+    if not is_main(): return _follow_experiments(methods, sc, dev, out, seed, resume, overwrite)   # torchrun: process 0 prints and writes
+    out = Path(out); results = {}
+    folders = {m.label if hasattr(m, 'label') else m.name: out / label_folder(getattr(m, 'label', m.name)) for m in methods}
+    with RunLock(out, '--out'):
+        check_out(folders, resume, overwrite)
+        gone = clean_tmp(out)
+        if gone: log(f'removed {len(gone)} temporary file(s) left in {out} by an interrupted write')
+        log(sc.card())
+        log(machine_note(dev))
+        for m in methods:
+            label = getattr(m, 'label', m.name); mo = folders[label]
+            mem = Budget(m.cfg.memory, None if m.cfg.memory is not None else m.cfg.per_class) if m.uses_memory else 'no memory'
+            log(f'\n== {label} ({m.cfg.backbone}, {m.cfg.epochs} epochs a phase, {mem}) on {dev}, {resolve_precision(m.cfg.precision, dev)}')
+            again = resume and (mo / 'checkpoint.pt').exists()
+            if resume and not again: log(f'nothing to resume in {mo}: starting {label} at phase 0')
+            log(f'{"phase":<5}  {"classes":>7}  accuracy per head  seconds  images/s  last epoch losses')
+            r = run(m, sc, device=dev, seed=seed, out=mo, resume=again, overwrite=overwrite, log=log)
+            results[label] = r
+            log(r.summary_line().replace(f'{m.name} on', f'{label} on', 1))
+            fig, ax = plt.subplots(figsize=(5.5, 3.8)); plot_curves({f'{label} {h}': (r.metrics.n_seen, r.metrics.acc(h)) for h in r.heads}, ax=ax, title=f'{label} on {sc.data.name}')
+            _save_fig(fig, mo / 'curves.png')
+            fig, axs = plt.subplots(1, len(r.heads), figsize=(4.5 * len(r.heads), 3.8), squeeze=False)
+            for ax, h in zip(axs[0], r.heads): plot_accuracy_matrix(r.metrics.R(h), ax=ax, title=f'{label} {h}')
+            _save_fig(fig, mo / 'accuracy_matrix.png')
+        if len(results) > 1:
+            fig, ax = plt.subplots(figsize=(6, 4)); plot_curves({k: r.metrics for k, r in results.items()}, ax=ax, title=f'{sc.data.name}: CNN head')
+            _save_fig(fig, out / 'curves.png')
+            log('\nsummary (average incremental accuracy over all phases, phase 0 included; last-phase accuracy)')
+            for k, r in results.items():
+                log(f'  {k:<12} ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f} (last {r.summary(h)["last_acc"]:6.2f})' for h in r.heads))
+            atomic_write_json({k: r.to_dict()['summary'] for k, r in results.items()}, out / 'summary.json')
+    log(f'\nresults in {out.absolute()}: ' + ', '.join(f'{label_folder(k)}/results.json' for k in results)
+        + (', summary.json, curves.png' if len(results) > 1 else '') + ' (plots and checkpoint.pt beside each results.json)')
+    return results
+
+# %% ../nbs/30_cli.ipynb #c3fa56fd
+def _follow_experiments(methods, sc, dev, out, seed: int = 0, resume: bool = False, overwrite: bool = False) -> dict:
+    "Under torchrun, every process but 0: the same runs, in step with process 0, silent and writing nothing."
+    out = Path(out); results = {}
     for m in methods:
-        mo = out / m.name
-        mem = Budget(m.cfg.memory, None if m.cfg.memory is not None else m.cfg.per_class) if m.uses_memory else 'no memory'
-        log(f'\n== {m.name} ({m.cfg.backbone}, {m.cfg.epochs} epochs a phase, {mem}) on {dev}')
-        log(f'{"phase":<5}  {"classes":>7}  accuracy per head  seconds  images/s  last epoch losses')
-        r = run(m, sc, device=dev, seed=seed, out=mo, resume=resume and (mo / 'checkpoint.pt').exists(), log=log)
-        results[m.name] = r
-        log(r.summary_line())
-        fig, ax = plt.subplots(figsize=(5.5, 3.8)); plot_curves({f'{m.name} {h}': (r.metrics.n_seen, r.metrics.acc(h)) for h in r.heads}, ax=ax, title=f'{m.name} on {sc.data.name}')
-        _save_fig(fig, mo / 'curves.png')
-        fig, axs = plt.subplots(1, len(r.heads), figsize=(4.5 * len(r.heads), 3.8), squeeze=False)
-        for ax, h in zip(axs[0], r.heads): plot_accuracy_matrix(r.metrics.R(h), ax=ax, title=f'{m.name} {h}')
-        _save_fig(fig, mo / 'accuracy_matrix.png')
-    if len(results) > 1:
-        fig, ax = plt.subplots(figsize=(6, 4)); plot_curves({k: r.metrics for k, r in results.items()}, ax=ax, title=f'{sc.data.name}: CNN head')
-        _save_fig(fig, out / 'curves.png')
-        log('\nsummary (average incremental accuracy over all phases, phase 0 included; last-phase accuracy)')
-        for k, r in results.items():
-            log(f'  {k:<12} ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f} (last {r.summary(h)["last_acc"]:6.2f})' for h in r.heads))
-        atomic_write_json({k: r.to_dict()['summary'] for k, r in results.items()}, out / 'summary.json')
+        label = getattr(m, 'label', m.name)
+        results[label] = run(m, sc, device=dev, seed=seed, out=out / label_folder(label), resume=resume, overwrite=overwrite,
+                             log=lambda *a, **k: None, progress=False)   # `run` takes process 0's resume and folder checks
     return results
 
 # %% ../nbs/30_cli.ipynb #5894b217
-@call_parse
-def cil_nb_run(method: str = 'icarl,finetune',  # method(s), comma-separated: finetune, joint, icarl, lucir, ...
-               dataset: str = 'mnist5k',          # digits, mnist5k, synthetic, cifar10, cifar100, medmnist:<flag>, folder:<path>
-               root: str = None,                  # where data files live (medmnist: ~/.medmnist; cifar: ~/.cil_nb/data)
-               base: int = 2,                     # classes in the first phase
-               increment: str = '2',              # classes a phase after that: an int, or a list like 3,3,2
-               memory: int = None,                # total exemplars, re-balanced over the seen classes each phase
-               per_class: int = None,             # or a fixed number of exemplars a class
-               backbone: str = None,              # resnet20, resnet32, resnet18, ci_net (default: the preset's)
-               size: int = None,                  # resize images to size x size
-               epochs: int = None,                # epochs a phase (default: the preset's)
-               seed: int = 0,                     # seed of the run (weights, batches)
-               order_seed: int = 1993,            # seed of the class order (1993: the CIL papers' order)
-               device: str = 'auto',              # auto, cpu, cuda, cuda:N, mps
-               out: str = 'runs/cil_nb',          # output folder
-               preset: str = 'small',             # small (minutes on a CPU) or paper (the papers' schedules)
-               resume: store_true = False,        # continue after the last complete phase in --out
-               download: store_true = False,      # let medmnist / torchvision download missing data files
-               host: str = None,                  # host of a hosted method (aanets, mnemonics): lucir or icarl
-               cpu_amp: store_true = False):      # bfloat16 autocast + channels-last on CPUs with native bfloat16 (AMX)
+class ArgParser(argparse.ArgumentParser):
+    "argparse with one-line errors (`prog: error: ...`, exit 2) and flags spelt with dashes or underscores."
+    def error(self, message):
+        print(f'{self.prog}: error: {message} (see {self.prog} --help)', file=sys.stderr); sys.exit(2)
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        fix = lambda t: '--' + t[2:].partition('=')[0].replace('-', '_') + ''.join(t[2:].partition('=')[1:])
+        return super().parse_args([fix(t) if t.startswith('--') and len(t) > 2 else t for t in args], namespace)
+
+def _argv(argv, kw) -> list:
+    "Arguments from `argv` (default: the command line) or from Python keywords (`per_class=5`, `resume=True`)."
+    if argv is not None: return list(argv)
+    if not kw: return sys.argv[1:]
+    out = []
+    for k, v in kw.items():
+        if v is None or v is False: continue
+        if v is True: out.append(f'--{k}')
+        else: out += sum(([f'--{k}', str(x)] for x in (v if isinstance(v, (list, tuple)) else [v])), [])
+    return out
+
+def add_run_args(p, method: str, out: str):
+    "The options `cil_nb_run` and `cil_nb_bench` share."
+    a = p.add_argument
+    a('--method', default=method, help='methods, comma-separated; a variant is method:key=value[:key=value], e.g. icarl:selection=random')
+    a('--dataset', default='mnist5k', help='digits, mnist5k, fashion-mnist, synthetic, cifar10, cifar100, medmnist:<flag>, folder:<path>')
+    a('--root', help='where data files live (medmnist: ~/.medmnist; cifar: ~/.cil_nb/data)')
+    a('--base', type=int, help="classes in the first phase (default 2; with --preset paper the method's paper protocol)")
+    a('--increment', help="classes a phase after that: an int, or a list like 3,3,2 (default 2; with --preset paper the method's paper protocol)")
+    a('--memory', type=int, help='total exemplars, re-balanced over the seen classes each phase')
+    a('--per_class', type=int, help='or a fixed number of exemplars a class')
+    a('--backbone', help="resnet20, resnet32, resnet18, ci_net (default: the preset's)")
+    a('--size', type=int, help='resize images to size x size')
+    a('--epochs', type=int, help="epochs a phase (default: the preset's)")
+    a('--order_seed', type=int, default=1993, help="seed of the class order (1993: the CIL papers' order)")
+    a('--device', default='auto', help='auto, cpu, cuda, cuda:N, mps')
+    a('--threads', type=int, help="torch's CPU threads (default: torch's choice); small-run figures move with it, and it is recorded")
+    a('--out', default=out, help='output folder')
+    a('--preset', default='small', help="small (minutes on a CPU) or paper (the papers' settings: schedule, augmentation, "
+      "and, unless --base/--increment/--memory/--per_class say otherwise, the paper's protocol: e.g. B50 + 5 x 10 at 20 "
+      "exemplars a class for LUCIR, B0 in 10 phases with 2,000 in total for iCaRL; see each method's paper_protocol)")
+    a('--set', action='append', metavar='KEY=VALUE', help='a config setting of every method, e.g. --set selection=random '
+      '(repeat it, or give a comma-separated list)')
+    a('--eval', default='test', help="the split a run reports: test, or val (a tuning run on the validation split)")
+    a('--resume', action='store_true', help='continue the run(s) in --out after their last complete phase')
+    a('--overwrite', action='store_true', help='delete the run(s) in --out and start again')
+    a('--download', action='store_true', help='let medmnist / torchvision download missing data files')
+    a('--host', help='host of a hosted method (aanets, mnemonics): lucir or icarl')
+    a('--precision', choices=PRECISIONS, help="fp32, bf16 (the backbone in bfloat16 + channels-last), or auto (the default: "
+      "bf16 on CUDA and on CPUs with native bfloat16, AMX or AVX512-BF16; else fp32)")
+    a('--cpu_amp', dest='precision', action='store_const', const='bf16', help='the old name of --precision bf16')
+    a('--version', action='version', version=f'%(prog)s {sys.modules["cil_nb"].__version__} (torch {torch.__version__})')
+    return p
+
+def _oserror_line(e: OSError) -> str:
+    where = f': {e.filename}' if getattr(e, 'filename', None) else ''
+    if e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', -1)):
+        return f'no space left on the device{where}: free some space, then continue with --resume'
+    if e.errno in (errno.EACCES, errno.EPERM): return f'permission denied{where}'
+    return f'{e.strerror}{where}' if e.strerror else str(e)
+
+def main(prog: str, body):
+    "Run `body()`; bad input, a full disk, an unreadable file and Ctrl-C each end with one line on stderr and a non-zero exit."
+    try: body()
+    except CILError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt: print(f'{prog}: interrupted; continue with --resume', file=sys.stderr); sys.exit(130)
+    except OSError as e: print(f'{prog}: error: {_oserror_line(e)}', file=sys.stderr); sys.exit(1)
+
+def set_threads(n):
+    if n is not None:
+        check(n > 0, f'--threads must be > 0, got {n}'); torch.set_num_threads(n)
+
+def cil_nb_run(argv=None, **kw):
     "Run class-incremental methods on one scenario; print a phase table and write results, plots and checkpoints."
-    try:
-        methods, sc, dev, out = prepare(method, dataset, root, base, increment, memory, per_class, backbone, size, epochs,
-                                        seed, order_seed, device, out, preset, download, host, cpu_amp)
-        run_experiments(methods, sc, dev, out, seed, resume)
-    except CILError as e:
-        print(f'cil_nb_run: error: {e}', file=sys.stderr); sys.exit(2)
+    p = add_run_args(ArgParser(prog='cil_nb_run', description='Run class-incremental methods on one scenario; print a phase '
+                               'table and write results, plots and checkpoints under --out/<method>/. Flags take dashes '
+                               'or underscores (--per-class, --per_class).'), 'icarl,finetune', 'runs/cil_nb')
+    p.add_argument('--seed', type=int, default=0, help='seed of the run (weights, batches)')
+    a = p.parse_args(_argv(argv, kw))
+    def body():
+        set_threads(a.threads)
+        methods, sc, dev, out = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
+                                        a.size, a.epochs, a.seed, a.order_seed, a.device, a.out, a.preset, a.download,
+                                        a.host, a.precision, a.set, a.eval)
+        run_experiments(methods, sc, dev, out, a.seed, a.resume, a.overwrite)
+    main('cil_nb_run', body)
+
+if __name__ == '__main__' and sys.argv[0].endswith('cli.py'): cil_nb_run()   # python -m cil_nb.cli

@@ -77,8 +77,9 @@ def atomic_write(path, write_fn, mode='wb'):
             write_fn(f); f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp): os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None: e.filename = str(path)   # 'No space left on device: <path>'
         raise
     return path
 
@@ -124,6 +125,7 @@ class RunLock:
         try: pid, start = (self.path.read_text().split() + ['-'])[:2]; return int(pid), (None if start == '-' else int(start))
         except (OSError, ValueError): return None
     def acquire(self):
+        self.made = not self.folder.exists()   # a folder made only to hold the lock goes again if nothing was written
         self.folder.mkdir(parents=True, exist_ok=True)
         me = f'{os.getpid()} {_proc_start(os.getpid()) if _proc_start(os.getpid()) is not None else "-"}\n'
         for _ in range(3):
@@ -141,6 +143,9 @@ class RunLock:
     def release(self):
         h = self.holder()
         if h is not None and h[0] == os.getpid(): self.path.unlink(missing_ok=True)
+        if getattr(self, 'made', False):
+            try: self.folder.rmdir()
+            except OSError: pass                # not empty: the run wrote something
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
@@ -170,12 +175,14 @@ def is_main() -> bool:
     return rank() == 0
 
 def init_distributed(device='cpu') -> torch.device:
-    "Join the process group from torchrun's environment (NCCL for CUDA, else gloo), once; returns this process's device."
+    """Join the process group from torchrun's environment (NCCL for CUDA, else gloo), once; returns this process's device.
+    On CUDA each process makes GPU `LOCAL_RANK` its current device and gets `cuda` back, so that every process records
+    the same device (a checkpoint of one resumes in all)."""
     device = torch.device(device)
     if device.type == 'cuda' and is_distributed():
         check(torch.cuda.device_count() > local_rank(), f'process {rank()} needs GPU {local_rank()}, but this machine has '
               f'{torch.cuda.device_count()}: give torchrun --nproc_per_node at most the number of GPUs')
-        device = torch.device('cuda', local_rank()); torch.cuda.set_device(device)
+        torch.cuda.set_device(local_rank()); device = torch.device('cuda')   # 'cuda' is this process's GPU from here on
     if is_distributed() and not tdist.is_initialized():
         check(tdist.is_available(), 'this torch has no torch.distributed: run in one process (without torchrun)')
         tdist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')

@@ -9,6 +9,7 @@ from cil_nb.learner import get_method, Result
 from cil_nb.benchmark import (benchmark, bench_table, bench_rows, write_bench, Explorer, image_grid, phase_pictures,
                               cil_nb_bench, _parse_seeds)
 import cil_nb.methods.baselines  # registers the baselines
+from conftest import console
 
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
@@ -81,11 +82,28 @@ def test_bad_arguments_in_process(capsys, tmp_path):
         assert e.value.code == 2 and len(err) == 1 and err[0].startswith('cil_nb_bench: error:') and msg in err[0], err
     assert not (tmp_path / 'never').exists() and _parse_seeds('3,1') == [3, 1]
 
-@pytest.mark.skipif(shutil.which('cil_nb_bench') is None, reason='cil_nb_bench is not installed: pip install -e .')
 def test_console_script_errors(tmp_path):
-    r = subprocess.run(['cil_nb_bench', '--seeds', 'x', '--out', str(tmp_path / 'o')], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, 'IN_TEST': '1'})
+    r = subprocess.run([*console('cil_nb_bench', 'cil_nb.benchmark'), '--seeds', 'x', '--out', str(tmp_path / 'o')],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, 'IN_TEST': '1'})
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["cil_nb_bench: error: --seeds must be a comma-separated list of integers, got 'x'"]
+
+def test_every_method_is_registered():
+    "cil_nb_bench can run all ten methods (the CLI imports every module of cil_nb.methods)."
+    from cil_nb.cli import load_methods
+    assert {'finetune', 'joint', 'icarl', 'lucir', 'foster', 'mnemonics', 'aanets', 'class_impression', 'genifer', 'cim'} <= set(load_methods())
+
+def test_variants_in_process(capsys, tmp_path):
+    "A variant is a row of its own under its name; bad keys or values are one line and exit 2."
+    cil_nb_bench(method='finetune,finetune:lr=0.01', dataset='synthetic', seeds='0', epochs=1, out=str(tmp_path / 'v'), no_pictures=True)
+    o = capsys.readouterr().out
+    assert '| finetune | 1 |' in o and '| finetune:lr=0.01 | 1 |' in o and f'results in {(tmp_path / "v").absolute()}' in o
+    assert Result.load(tmp_path / 'v' / 'finetune_lr=0.01' / 'seed0' / 'results.json').config['lr'] == 0.01
+    for spec, msg in [('icarl:selection=best', 'selection=best is not allowed'), ('icarl:lr=fast', 'lr=fast is not a valid value'),
+                      ('icarl:nope=1', "has no setting(s) ['nope']")]:
+        with pytest.raises(SystemExit) as e: cil_nb_bench(method=spec, dataset='synthetic', out=str(tmp_path / 'never'))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith('cil_nb_bench: error:') and msg in err[0], err
+    assert not (tmp_path / 'never').exists()
 
 def test_method_pictures(tmp_path):
     "Methods without plain exemplars show their own pictures: impressions, generated samples, compressed exemplars."

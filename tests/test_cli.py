@@ -1,13 +1,14 @@
-"cil_nb_run end to end on digits, and every bad argument: one line on stderr, exit code 2, nothing written."
-import json, shutil, subprocess, sys, os
+"cil_nb_run end to end, its habits (dashed flags, --version, --set, variants, where results went), and every bad argument: one line on stderr, exit code 2, nothing written."
+import json, subprocess, sys, os
 from pathlib import Path
 import pytest
+from conftest import console
 
-EXE = shutil.which('cil_nb_run')
-pytestmark = pytest.mark.skipif(EXE is None, reason='cil_nb_run is not installed: pip install -e .')
+EXE = console('cil_nb_run', 'cil_nb.cli')
 
 def cli(*args, **kw):
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=600, env={**os.environ, 'IN_TEST': '1'}, **kw)
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'IN_TEST': '1', 'OMP_NUM_THREADS': '1'}, **kw)
 
 def test_end_to_end_on_digits(tmp_path):
     out = tmp_path / 'o'
@@ -16,11 +17,14 @@ def test_end_to_end_on_digits(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'data set     digits' in r.stdout and 'phases       4: B4 + 2 x 3' in r.stdout
     assert r.stdout.count('phase 3  classes   10') == 2 and 'summary' in r.stdout
+    assert f'results in {out.absolute()}: icarl/results.json, finetune/results.json' in r.stdout.strip().splitlines()[-1]
     for m in ('icarl', 'finetune'):
         assert sorted(p.name for p in (out / m).iterdir()) == ['accuracy_matrix.png', 'checkpoint.pt', 'curves.png', 'results.json']
     res = json.loads((out / 'icarl' / 'results.json').read_text())
     assert res['config']['per_class'] == 10 and res['config']['epochs'] == 3 and res['dataset'] == 'digits'
     assert len(res['metrics']['phase_sizes']) == 4 and set(res['summary']) == {'cnn', 'nme'}
+    assert res['runtime']['threads'] == 1 and res['runtime']['torch'] and res['runtime']['device'] == 'cpu'
+    assert 'machine      cpu, 1 thread, torch' in res['card']
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['icarl']['nme']['avg_inc_acc'] > summary['finetune']['cnn']['avg_inc_acc']
     # --resume on a finished run re-does nothing and reports the same numbers
@@ -29,6 +33,26 @@ def test_end_to_end_on_digits(tmp_path):
     assert r2.returncode == 0, r2.stderr
     assert 'resumed from' in r2.stdout
     assert json.loads((out / 'icarl' / 'results.json').read_text())['summary'] == res['summary']
+
+def test_digits_with_the_defaults(tmp_path):
+    "README lists digits: it runs with the default backbone and no --size (upsampled, said on the card)."
+    r = cli('--dataset', 'digits', '--method', 'finetune', '--epochs', '1', '--out', str(tmp_path / 'd'))
+    assert r.returncode == 0, r.stderr
+    assert 'phase 4  classes   10' in r.stdout and '16 x 16' in r.stdout
+
+def test_habits(tmp_path):
+    "Dashed and underscored flags, --version, --set, and a variant with its own name and folder."
+    v = cli('--version')
+    assert v.returncode == 0 and v.stdout.startswith('cil_nb_run 0.') and 'torch' in v.stdout
+    out = tmp_path / 'h'
+    r = cli('--method', 'icarl,icarl:selection=random', '--dataset', 'synthetic', '--per-class', '3', '--set', 'epochs=1',
+            '--set=batch_size=32', '--order-seed', '3', '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    for label, folder, sel in [('icarl', 'icarl', 'herding'), ('icarl:selection=random', 'icarl_selection=random', 'random')]:
+        res = json.loads((out / folder / 'results.json').read_text())
+        assert (res['config']['selection'], res['config']['epochs'], res['config']['batch_size'], res['config']['per_class']) == (sel, 1, 32, 3)
+        assert f'== {label} (' in r.stdout
+    assert set(json.loads((out / 'summary.json').read_text())) == {'icarl', 'icarl:selection=random'}
 
 @pytest.mark.parametrize('args,msg', [
     (['--method', 'ewc'], 'unknown method'),
@@ -42,11 +66,31 @@ def test_end_to_end_on_digits(tmp_path):
     (['--device', 'cuda:7'] if not __import__('torch').cuda.is_available() else ['--device', 'tpu'], 'device'),
     (['--out', '/proc/cil_nb_out'], 'cannot be written'),
     (['--backbone', 'vit'], 'unknown backbone'),
+    (['--method', 'icarl:selection=best'], "'icarl:selection=best' for icarl: selection=best is not allowed: use one of herding, random, closest"),
+    (['--method', 'icarl:epochs=many'], 'epochs=many is not a valid value'),
+    (['--method', 'icarl:colour=red'], "has no setting(s) ['colour']"),
+    (['--method', 'icarl:selection'], 'must look like method:key=value'),
+    (['--set', 'aggregation=paper', '--method', 'icarl'], '--set for icarl:'),
+    (['--eval', 'train'], "--eval must be 'test' or 'val'"),
+    (['--threads', '0'], '--threads must be > 0'),
+    (['--resume', '--overwrite'], 'not both'),
+    (['--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
+    (['--no-such-flag'], 'unrecognized arguments: --no_such_flag'),
 ])
-def test_bad_arguments(tmp_path, args, msg):
+def test_bad_arguments(tmp_path, args, msg, capsys):
+    "In process (fast): cil_nb_run exits 2 with one line on stderr, prints nothing and writes nothing."
+    from cil_nb.cli import cil_nb_run
     out = tmp_path / 'never'
-    r = cli('--dataset', 'digits', '--out', str(out), *args) if '--out' not in args else cli('--dataset', 'digits', *args)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('cil_nb_run: error:') and msg in lines[0], r.stderr
-    assert not out.exists() and r.stdout == ''
+    with pytest.raises(SystemExit) as e:
+        cil_nb_run(['--dataset', 'digits', '--out', str(out), *args] if '--out' not in args else ['--dataset', 'digits', *args])
+    o, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and lines[0].startswith('cil_nb_run: error:') and msg in lines[0], err
+    assert not out.exists() and o == ''
+
+def test_bad_arguments_from_the_console_script(tmp_path):
+    "The installed script: the same one line and exit 2."
+    for args, msg in [(['--method', 'ewc'], 'unknown method'), (['--epochs', 'x'], "invalid int value: 'x'")]:
+        r = cli('--out', str(tmp_path / 'never'), *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr and r.stdout == '', r.stderr
+    assert not (tmp_path / 'never').exists()
