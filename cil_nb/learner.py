@@ -21,8 +21,9 @@ from .memory import *
 
 # %% auto #0
 __all__ = ['METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule', 'cpu_bf16_native',
-           'Method', 'register', 'get_method', 'Result', 'data_fingerprint', 'runtime_info', 'machine_line',
-           'save_checkpoint', 'load_checkpoint', 'run_folder_state', 'run']
+           'Method', 'register', 'get_method', 'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean',
+           'dist_sync', 'Result', 'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint',
+           'load_checkpoint', 'run_folder_state', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -42,6 +43,9 @@ class Config:
     milestones: tuple = (0.5, 0.75)  # for multistep: fractions of the epochs where the rate is multiplied by gamma
     gamma: float = 0.1
     pad: int = 4                 # pad-and-crop augmentation (0: off)
+    autoaugment: str | None = None  # None, or an AutoAugment policy: 'cifar10', 'imagenet', 'svhn' (see `data.Augment`)
+    cutout: int = 0              # side of the Cutout square (0: off)
+    brightness: float = 0.0      # brightness jitter: a factor in [1 - b, 1 + b] an image (0: off)
     memory: int | None = None    # exemplars in total, re-balanced over the seen classes
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
     selection: str = 'herding'   # 'herding', 'random' or 'closest'
@@ -53,6 +57,9 @@ class Config:
     CHOICES: ClassVar[dict] = dict(head=['cosine', 'linear'], norm=['bn', 'cn'], schedule=['multistep', 'cosine', 'onecycle'],
                                    selection=['herding', 'random', 'closest'])
     SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
+    # the paper's CIFAR-100 scenario (`cil_nb_run --preset paper` uses it unless --base/--increment say otherwise):
+    # B50 + 5 phases of 10, 20 exemplars a class (the LUCIR protocol); memory/per_class match the paper preset's
+    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=20)
 
     @classmethod
     def small(cls, **kw): return cls(**{**cls._small_all(), **kw})
@@ -187,7 +194,8 @@ class Method:
         cfg, d = self.cfg, scenario.data
         self.train_x, self.train_y = d.train_x.to(self.device), scenario.train_y.to(self.device)
         self.test_x, self.test_y = d.test_x.to(self.device), scenario.test_y.to(self.device)
-        self.aug = Augment(*d.mean_std(), pad=cfg.pad, flip=d.flip, crop=cfg.pad > 0)
+        self.aug = Augment(*d.mean_std(), pad=cfg.pad, flip=d.flip, crop=cfg.pad > 0, autoaugment=cfg.autoaugment,
+                           cutout=cfg.cutout, brightness=cfg.brightness)
         self.model = self.build_model().to(self.device)
         if self.use_channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.compile: self.model.backbone.compile()
@@ -250,9 +258,11 @@ class Method:
         "Train on `training_data(p)` for the phase's epochs; returns the per-epoch loss parts and the images seen."
         x, y = self.training_data(p)
         bs = self.cfg.batch_size
-        batches = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t)
+        batches = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t,
+                          shard=(rank(), world_size()))   # under torchrun: this process's share of each batch
         opt, sched = self.optimizer(p, len(batches))
         hist, n_img = [], 0
+        ddp_begin(self)   # under torchrun: self.model is its DistributedDataParallel wrapper until ddp_end
         for ep in range(self.epochs(p)):
             self.model.train()
             sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
@@ -262,9 +272,10 @@ class Method:
                 opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
                 for k, v in parts.items(): sums[k] += v.detach().float()
                 sums['loss'] += total.detach().float(); nb += 1; n_img += len(yb)
-            hist.append({k: v.item() / max(nb, 1) for k, v in sums.items()})   # one host sync per epoch
+            hist.append({k: v.item() / max(nb, 1) for k, v in dist_mean(sums).items()})   # one host sync per epoch
             if progress is not None: progress(ep, hist[-1])
-        return {'history': hist, 'images': n_img}
+        ddp_end(self)
+        return {'history': hist, 'images': all_sum(n_img)}
 
     def after_phase(self, p: Phase):
         "Update the exemplar memory (herding by default) and the class means for NME."
@@ -329,6 +340,56 @@ def get_method(name: str, config: Config | None = None, **kw) -> Method:
     return METHODS[name](config, **kw)
 
 register(Method)
+
+# %% ../nbs/05_learner.ipynb #c54c4df5
+class _DDP(torch.nn.parallel.DistributedDataParallel):
+    "`DistributedDataParallel` that also answers for its module's attributes (`model.head`, `model.features`, ...)."
+    def __getattr__(self, name):
+        try: return super().__getattr__(name)
+        except AttributeError: return getattr(self.module, name)
+
+_OWN_LOOP = {'foster': 'boosting, then compression', 'cim': "FOSTER's boosting and compression with a bilevel mask step",
+             'aanets': 'alternating block and aggregation-weight passes', 'genifer': 'a GAN after each phase',
+             'class_impression': 'image synthesis and a weighted sampler'}
+
+def distributed_refusal(method) -> str | None:
+    "Why `method` cannot run under torchrun (its training is not the shared loop), or None when it can."
+    if type(method).fit_phase is Method.fit_phase: return None
+    why = _OWN_LOOP.get(method.name, f'{type(method).__name__}.fit_phase')
+    return (f'{method.name} trains outside the shared loop ({why}) and does not run under torchrun: run it in one process '
+            f'(without torchrun), or use a method of the shared loop ({", ".join(sorted(k for k, c in METHODS.items() if c.fit_phase is Method.fit_phase))})')
+
+def dist_setup(method, device, resume, log, progress):
+    "Under torchrun: refuse a method outside the shared loop, join the process group, take process 0's `resume`; only process 0 logs."
+    why = distributed_refusal(method)
+    check(why is None, why)
+    check(torch.device(device).type in ('cpu', 'cuda'), f'torchrun runs on CPUs (gloo) or CUDA GPUs (NCCL), not on {device}: use --device cpu or cuda')
+    device = init_distributed(device)
+    resume = broadcast_object(resume)
+    if not is_main(): log, progress = (lambda *a, **k: None), False
+    return device, resume, log, progress
+
+def ddp_begin(method):
+    "Under torchrun: wrap `method.model` in `DistributedDataParallel` (process 0's weights go to all); else nothing."
+    if is_distributed() and not isinstance(method.model, _DDP): method.model = _DDP(method.model)
+
+def ddp_end(method):
+    "Undo `ddp_begin`: `method.model` is the plain model again."
+    if isinstance(method.model, _DDP): method.model = method.model.module
+
+def dist_mean(d: dict) -> dict:
+    "The mean over the processes of each tensor in `d` (`d` itself in one process)."
+    if not is_distributed() or not d: return d
+    ks = list(d); t = all_sum(torch.stack([d[k].float() for k in ks])) / world_size()
+    return dict(zip(ks, t))
+
+def dist_sync(method, res):
+    "After a phase under torchrun: process 0's model (weights and BatchNorm statistics), memory and scores in every process."
+    broadcast_module(method.model)
+    st = broadcast_object(method.extra_state(), method.device)
+    if not is_main(): method.load_extra_state(st)
+    res.metrics = broadcast_object(res.metrics)
+    res.runtime['processes'] = world_size()
 
 # %% ../nbs/05_learner.ipynb #9344bef2
 @dataclass
@@ -528,9 +589,10 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
     "Run `method` through every phase of `scenario` (or the first `phases`); see the notebook for the steps."
     device = get_device(device); out = Path(out) if out is not None else None
     check(out is not None or not resume, 'resume needs the output folder (out=/--out) that holds checkpoint.pt')
+    if is_distributed(): device, resume, log, progress = dist_setup(method, device, resume, log, progress)
     if out is None: return _run(method, scenario, device, seed, None, False, log, progress, phases)
-    with RunLock(out, 'run folder'):
-        _prepare_folder(out, resume, overwrite, log)
+    with (RunLock(out, 'run folder') if is_main() else nullcontext()):   # under torchrun process 0 alone locks and writes
+        on_main(_prepare_folder, out, resume, overwrite, log)
         return _run(method, scenario, device, seed, out, resume, log, progress, phases)
 
 def _run(method, scenario, device, seed, out, resume, log, progress, phases):
@@ -541,8 +603,8 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
                  runtime=rt, data_fingerprint=data_fingerprint(scenario.data))
     start = 0
     if resume:
-        ck = load_checkpoint(out / 'checkpoint.pt')
-        warn = _check_matches(ck, method, scenario, seed, out / 'checkpoint.pt', rt, log)
+        ck = on_main(load_checkpoint, out / 'checkpoint.pt')   # under torchrun: read by process 0, handed to all
+        warn = on_main(_check_matches, ck, method, scenario, seed, out / 'checkpoint.pt', rt, log)
         _restore(method, ck); res = Result.from_dict(json.loads(ck['result'])); start = ck['phase'] + 1
         res.warnings += warn
         log(f'resumed from {out / "checkpoint.pt"} after phase {ck["phase"]}')
@@ -565,6 +627,7 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
             res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
         for h, pred in method.extra_heads(p).items():
             res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
+        if is_distributed(): dist_sync(method, res)   # every process continues from process 0's model, memory and scores
         dt = time.perf_counter() - t0
         res.phase_seconds.append(dt); res.train_seconds.append(t_train)
         res.images_per_second.append(fit['images'] / max(t_train, 1e-9)); res.history.append(fit['history'])
@@ -573,10 +636,10 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
         last = fit['history'][-1] if fit['history'] else {}
         log(f'phase {t}  classes {p.n_seen:>4}  {accs}  {dt:6.1f} s  {res.images_per_second[-1]:7.0f} img/s  '
             + ' '.join(f'{k} {v:.3f}' for k, v in last.items()))
-        if out is not None:
+        if out is not None and is_main():
             save_checkpoint(out / 'checkpoint.pt', method, t, res)
             res.save(out / 'results.json')
         if progress: phase_bar.update(1)
     if progress: phase_bar.close()
-    if out is not None: res.save(out / 'results.json')   # always ends matching the checkpoint (also when nothing was left to run)
+    if out is not None and is_main(): res.save(out / 'results.json')   # always ends matching the checkpoint (also when nothing was left to run)
     return res
