@@ -44,7 +44,7 @@ class Config:
     gamma: float = 0.1
     pad: int = 4                 # pad-and-crop augmentation (0: off)
     autoaugment: str | None = None  # None, or an AutoAugment policy: 'cifar10', 'imagenet', 'svhn' (see `data.Augment`)
-    cutout: int = 0              # side of the Cutout square (0: off)
+    cutout_size: int = 0         # side of the Cutout square (0: off)
     brightness: float = 0.0      # brightness jitter: a factor in [1 - b, 1 + b] an image (0: off)
     memory: int | None = None    # exemplars in total, re-balanced over the seen classes
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
@@ -195,7 +195,7 @@ class Method:
         self.train_x, self.train_y = d.train_x.to(self.device), scenario.train_y.to(self.device)
         self.test_x, self.test_y = d.test_x.to(self.device), scenario.test_y.to(self.device)
         self.aug = Augment(*d.mean_std(), pad=cfg.pad, flip=d.flip, crop=cfg.pad > 0, autoaugment=cfg.autoaugment,
-                           cutout=cfg.cutout, brightness=cfg.brightness)
+                           cutout=cfg.cutout_size, brightness=cfg.brightness)
         self.model = self.build_model().to(self.device)
         if self.use_channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.compile: self.model.backbone.compile()
