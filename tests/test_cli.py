@@ -54,6 +54,13 @@ def test_habits(tmp_path):
         assert f'== {label} (' in r.stdout
     assert set(json.loads((out / 'summary.json').read_text())) == {'icarl', 'icarl:selection=random'}
 
+def test_eval_on_the_validation_split(tmp_path, capsys):
+    "--eval val reports on the validation split (a tuning run); the card and results say so."
+    from cil_nb.cli import cil_nb_run
+    cil_nb_run(['--method', 'finetune', '--dataset', 'synthetic', '--epochs', '1', '--eval', 'val', '--out', str(tmp_path / 'v')])
+    res = json.loads((tmp_path / 'v' / 'finetune' / 'results.json').read_text())
+    assert res['dataset'] == 'synthetic[val]' and 'evaluated on the val split' in res['card'], res['card']
+
 @pytest.mark.parametrize('args,msg', [
     (['--method', 'ewc'], 'unknown method'),
     (['--dataset', 'imagenet'], 'unknown data set'),

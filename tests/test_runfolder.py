@@ -9,7 +9,7 @@ from conftest import console
 
 ENV = {**os.environ, 'IN_TEST': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
 # A wrapper that runs a console command in this interpreter with a fault injected: KILL_AFTER_SAVE=[seed:]phase kills the
-# process (SIGKILL) right after that phase's checkpoint is in place (before results.json follows); READY=path is touched when phase 0 starts.
+# process (SIGKILL) right after that phase's checkpoint is in place (before results.json follows); READY=path gets the number of each phase as its training starts.
 WRAP = r'''
 import os, sys, signal, errno
 from pathlib import Path
