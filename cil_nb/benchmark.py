@@ -405,6 +405,10 @@ class Explorer:
         self.state = dict(label=self.method.value, head=h, phase=t, n_classes=n, pictures=sorted(self.pictures))
         self.updates += 1
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def _repr_mimebundle_(self, **kw):
+        "The widget, with a plain-text stand-in that says what it shows (for a notebook read without a kernel)."
+        b = self.widget._repr_mimebundle_(**kw)
+        st = self.state
+        b['text/plain'] = (f"Explorer of {len(self.runs)} results, showing {st['label']}, head {st['head']}, phase {st['phase']} "
+                           f"(interactive in a running notebook; explorer.snapshot() draws this view as a picture)")
+        return b
