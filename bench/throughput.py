@@ -4,8 +4,8 @@ the shared loop of cil_nb (`Batches` + `Augment` on the device + a `Method`'s lo
 torch DataLoader over PIL images with torchvision transforms (RandomCrop(32, 4), RandomHorizontalFlip, ToTensor,
 Normalize). On the CPU and, when present, on CUDA (bfloat16 autocast + channels_last there, as in the shared loop).
 
-usage: python bench/throughput.py [--devices cpu,cuda] [--steps 20] [--warmup 3] [--n 5120] [--workers 2] [--cpu_amp]
-                                  [--compile] [--threads N]
+usage: python bench/throughput.py [--devices cpu,cuda] [--steps 20] [--warmup 3] [--n 5120] [--workers 2]
+                                  [--precision auto|fp32|bf16] [--compile] [--threads N]
 A benchmark, not a test: it prints images a second for each (device, pipeline); the goal on an H100 is >= 20,000 img/s
 for the shared loop."""
 import argparse, time, sys
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from cil_nb.data import CILData, Scenario, Batches, Augment
-from cil_nb.learner import Method, Config, cpu_bf16_native
+from cil_nb.learner import Method, Config, cpu_bf16_native, resolve_precision
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -25,15 +25,15 @@ def synthetic(n: int, seed: int = 0):
 def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def shared_loop(x, y, dev, steps, warmup, cpu_amp=False, compile=False):
+def shared_loop(x, y, dev, steps, warmup, precision='auto', compile=False, channels_last=True, aug=None):
     "cil_nb's loop: data on the device, batched augmentation, the Method's loss/step, losses summed on the device."
     d = CILData('synthetic-cifar', x, y, x[:256], y[:256], classes=[str(i) for i in range(10)], flip=True)
     sc = Scenario(d, base=10, increment=[], order=list(range(10)))
-    m = Method(Config(backbone='resnet32', head='linear', batch_size=128, epochs=1, cpu_amp=cpu_amp, compile=compile),
-               per_class=None)
+    m = Method(Config(backbone='resnet32', head='linear', batch_size=128, epochs=1, precision=precision, compile=compile,
+                      channels_last=channels_last), per_class=None)
     m.setup(sc, dev, seed=0); p = sc[0]; m.before_phase(p)
     opt, sched = m.optimizer(p, steps + warmup)
-    batches = Batches(m.train_x, m.train_y, None, 128, aug=Augment(MEAN, STD, pad=4, flip=True), drop_last=True)
+    batches = Batches(m.train_x, m.train_y, None, 128, aug=aug or Augment(MEAN, STD, pad=4, flip=True), drop_last=True)
     m.model.train(); total = torch.zeros((), device=dev); it = iter(batches); n = 0
     for i in range(steps + warmup):
         if i == warmup: sync(dev); t0, c0 = time.perf_counter(), time.process_time()
@@ -85,7 +85,8 @@ def main(argv=None):
     ap.add_argument('--warmup', type=int, default=3)
     ap.add_argument('--n', type=int, default=5120, help='synthetic training images')
     ap.add_argument('--workers', type=int, default=2, help='DataLoader workers')
-    ap.add_argument('--cpu_amp', action='store_true', help='bfloat16 + channels-last on the CPU (native bf16 only)')
+    ap.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16'],
+                    help='of the shared loop; auto: bf16 on CUDA and on CPUs with native bfloat16, else fp32')
     ap.add_argument('--compile', action='store_true', help='torch.compile the backbone in the shared loop')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     a = ap.parse_args(argv)
@@ -98,8 +99,8 @@ def main(argv=None):
             print('cuda: not available here, not measured'); continue
         dev = torch.device(name)
         label = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
-        mode = 'bf16 autocast + channels_last' if dev.type == 'cuda' or (a.cpu_amp and cpu_bf16_native()) else 'float32'
-        (r1, c1) = shared_loop(x, y, dev, a.steps, a.warmup, cpu_amp=a.cpu_amp, compile=a.compile)
+        mode = 'bf16 autocast + channels_last' if resolve_precision(a.precision, dev) == 'bf16' else 'float32'
+        (r1, c1) = shared_loop(x, y, dev, a.steps, a.warmup, precision=a.precision, compile=a.compile)
         print(f'{label:>24}  shared loop (Batches + Augment on device, {mode}{", compiled" if a.compile else ""}): {r1:9,.0f} img/s ({c1:,.0f} per CPU-second of this process)', flush=True)
         (r2, c2) = dataloader_loop(x, y, dev, a.steps, a.warmup, a.workers)
         print(f'{label:>24}  DataLoader + PIL transforms ({a.workers} workers{", bf16 + channels_last" if dev.type == "cuda" else ", float32"}): {r2:9,.0f} img/s ({c2:,.0f} per CPU-second of the main process)', flush=True)
