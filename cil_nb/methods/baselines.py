@@ -24,6 +24,7 @@ class PlainConfig(Config):
     "Finetune and joint: the shared recipe with a linear classifier and no memory."
     head: str = 'linear'
     per_class: int | None = None
+    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=None)   # the LUCIR tables' B50 + 5 x 10, no memory
 
 @register
 class Finetune(Method):
@@ -45,10 +46,14 @@ def kd_loss(logits, ref_logits, T: float = 2.0):
 
 @dataclass
 class ICaRLConfig(Config):
-    "iCaRL (LUCIR-family variant): linear head, 20 herded exemplars a class, KD at T=2 with weight 0.25."
+    "iCaRL (LUCIR-family variant): linear head, herded exemplars (the paper: 2,000 in total), KD at T=2 with weight 0.25."
     head: str = 'linear'
+    memory: int | None = 2000        # iCaRL's fixed memory, re-balanced over the seen classes
+    per_class: int | None = None
     T: float = 2.0
     beta: float = 0.25
+    SMALL: ClassVar[dict] = dict(memory=None)   # the small preset keeps 20 a class
+    paper_protocol: ClassVar[dict] = dict(base=10, increment=10, memory=2000)   # B0: 10 phases of 10 classes
 
 @register
 class ICaRL(Method):

@@ -198,12 +198,19 @@ class FosterConfig(Config):
     epochs: int = 170                   # boosting epochs in later phases
     compress_epochs: int = 130          # compression (distillation into one backbone) epochs
     compress_lr: float | None = None    # default: lr
-    beta1: float = 0.97                 # class-balanced weights of the boosting loss
+    beta1: float = 0.94                 # class-balanced weights of the boosting loss (CIFAR B50: 0.94)
     beta2: float = 0.97                 # ... and of the balanced KD
     T: float = 2.0
     lambda_okd: float = 1.0             # KD of the old logits while boosting
     lambda_fe: float = 1.0              # the new backbone's auxiliary head
-    SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=4)
+    memory: int | None = 2000           # a fixed memory of 2,000, re-balanced over the seen classes
+    per_class: int | None = None
+    autoaugment: str | None = 'cifar10' # FOSTER's CIFAR recipe: brightness 63/255, AutoAugment (CIFAR-10 policy), Cutout 16
+    cutout_size: int = 16
+    brightness: float = 63 / 255
+    SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=4, beta1=0.97, memory=None, autoaugment=None,
+                                 cutout_size=0, brightness=0.0)
+    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, memory=2000)   # CIFAR-100 B50 + 5 x 10
 
 @register
 class Foster(Method):
@@ -377,7 +384,11 @@ class CIMConfig(FosterConfig):
     clip: float = 1.0            # gradient-norm clip on phi (x sqrt(2) after phase 0)
     aug_step: float = 0.1        # random compression of new data: p = aug_step x floor(epoch / cam_interval)
     cam_interval: int = 40       # epochs between regenerations of the new data's boxes
+    beta1: float = 0.97          # CIM's configs: beta1 = beta2 = 0.97
+    autoaugment: str | None = 'imagenet'  # CIM's recipe: brightness 63/255 and AutoAugment's ImageNet policy, no Cutout
+    cutout_size: int = 0
     SMALL: ClassVar[dict] = dict(cam_interval=2)
+    paper_protocol: ClassVar[dict] = dict(base=10, increment=10, memory=2000)   # "learning from scratch": 10 phases, 2,000 in total
 
 @register
 class CIM(Foster):

@@ -231,6 +231,7 @@ class CIConfig(Config):
     syn_w_l2: float = 0.1
     syn_jitter: int = 30
     syn_flip: bool = True
+    paper_protocol: ClassVar[dict] = dict(base=2, increment=2, per_class=None)   # BloodMNIST 2+2+2+2, data-free
     SMALL: ClassVar[dict] = dict(epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule='onecycle',
                                  pad=4, per_class=None, syn_per_class=20, syn_batch=40, syn_iters=150, syn_jitter=2,
                                  syn_warmup=0.05)

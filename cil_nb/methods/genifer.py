@@ -119,7 +119,12 @@ class GeniferConfig(Config):
     "Genifer: linear head, no memory, feature-driven conditional GAN, KD + feature L2 on generated images."
     head: str = 'linear'
     per_class: int | None = None
-    feat_layer: int = 1          # D and L_feat use the output of backbone.layers[feat_layer]
+    backbone: str = 'resnet18'   # the paper's classifier: ResNet-18 with a CIFAR stem
+    epochs: int = 100            # every task: 100 epochs at batch 32, x0.2 at 30/60/80 %
+    batch_size: int = 32
+    milestones: tuple = (0.3, 0.6, 0.8)
+    gamma: float = 0.2
+    feat_layer: int = 2          # D and L_feat use the output of backbone.layers[feat_layer] (resnet18: layer3, 256 x 8 x 8)
     ce_w: float = 0.02           # weights of CE (new data), KD (generated) and feature L2 (generated)
     kd_w: float = 0.98
     feat_w: float = 1.0
@@ -145,7 +150,9 @@ class GeniferConfig(Config):
     color: bool = True
     gan_last: bool = False       # also train a GAN after the last phase (only for pictures)
     SMALL: ClassVar[dict] = dict(inc_optimizer='sgd', inc_lr=0.05, z_dim=64, g_width=32, d_width=32, gan_steps=200,
-                                 base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0)
+                                 base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0,
+                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1)
+    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=None)   # CIFAR-100 B50 + 5 x 10, no exemplars
 
 # %% ../../nbs/13_methods.genifer.ipynb #946acbe5
 @register
