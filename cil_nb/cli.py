@@ -119,6 +119,8 @@ def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, in
         check(any(hasattr(m.cfg, 'host') for m in methods),
               f'--host applies only to methods built on a host ({", ".join(hosted) or "none"}), and none of {names} is one')
     base, increment = _protocol(methods, preset, base, increment)
+    if is_distributed():   # under torchrun: refuse before any method runs, not after the first ones
+        for m in methods: check(distributed_refusal(m) is None, distributed_refusal(m))
     out = Path(out).expanduser(); _check_writable(out)
     dev = get_device(device)
     data = load_dataset(dataset, root=root, download=download, size=size)
