@@ -20,10 +20,10 @@ from .metrics import *
 from .memory import *
 
 # %% auto #0
-__all__ = ['METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule', 'cpu_bf16_native',
-           'Method', 'register', 'get_method', 'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean',
-           'dist_sync', 'Result', 'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint',
-           'load_checkpoint', 'run_folder_state', 'run']
+__all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule',
+           'cpu_bf16_native', 'resolve_precision', 'Method', 'register', 'get_method', 'distributed_refusal',
+           'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result', 'data_fingerprint', 'runtime_info',
+           'machine_line', 'save_checkpoint', 'load_checkpoint', 'run_folder_state', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -50,12 +50,11 @@ class Config:
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
     selection: str = 'herding'   # 'herding', 'random' or 'closest'
     eval_batch_size: int = 1024
-    amp: bool = True             # bfloat16 autocast, on CUDA
-    channels_last: bool = True   # on CUDA (and on the CPU with `cpu_amp`)
-    cpu_amp: bool = False        # bfloat16 autocast + channels-last on CPUs with native bfloat16 (AMX, AVX512-BF16)
+    precision: str = 'fp32'      # 'auto', 'fp32' or 'bf16' (see `resolve_precision`; bf16 loses accuracy, so not the default)
+    channels_last: bool = True   # channels-last memory layout on CUDA, and on the CPU in bf16
     compile: bool = False        # torch.compile the backbone in `setup` (pays off on long GPU runs)
     CHOICES: ClassVar[dict] = dict(head=['cosine', 'linear'], norm=['bn', 'cn'], schedule=['multistep', 'cosine', 'onecycle'],
-                                   selection=['herding', 'random', 'closest'])
+                                   selection=['herding', 'random', 'closest'], precision=['auto', 'fp32', 'bf16'])
     SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
     # the paper's CIFAR-100 scenario (`cil_nb_run --preset paper` uses it unless --base/--increment say otherwise):
     # B50 + 5 phases of 10, 20 exemplars a class (the LUCIR protocol); memory/per_class match the paper preset's
@@ -176,6 +175,15 @@ def cpu_bf16_native() -> bool:
     return _BF16
 _BF16 = None
 
+PRECISIONS = ('auto', 'fp32', 'bf16')
+
+def resolve_precision(precision: str, device) -> str:
+    "`'fp32'` or `'bf16'` for `precision` on `device`: `'auto'` is bf16 on CUDA and on CPUs with native bfloat16, else fp32."
+    check(precision in PRECISIONS, f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision != 'auto': return precision
+    d = torch.device(device)
+    return 'bf16' if d.type == 'cuda' or (d.type == 'cpu' and cpu_bf16_native()) else 'fp32'
+
 # %% ../nbs/05_learner.ipynb #073e64c9
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
@@ -204,7 +212,13 @@ class Method:
     @property
     def cuda(self): return self.device.type == 'cuda'
     @property
-    def cpu_bf16(self): return self.device.type == 'cpu' and self.cfg.cpu_amp and cpu_bf16_native()
+    def precision(self) -> str:
+        "What this run computes in on its device: 'bf16' (the backbone under bfloat16 autocast) or 'fp32'."
+        return resolve_precision(self.cfg.precision, self.device)
+    @property
+    def bf16(self): return self.precision == 'bf16'
+    @property
+    def cpu_bf16(self): return self.device.type == 'cpu' and self.bf16
     @property
     def use_channels_last(self): return self.cfg.channels_last and (self.cuda or self.cpu_bf16)
     @property
@@ -213,8 +227,8 @@ class Method:
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
         return make_model(self.cfg.backbone, self.data.channels, self.cfg.head, self.cfg.norm, **kw)
     def autocast(self):
-        if self.cuda and self.cfg.amp: return torch.autocast('cuda', dtype=torch.bfloat16)
-        return torch.autocast('cpu', dtype=torch.bfloat16) if self.cpu_bf16 else nullcontext()
+        "bfloat16 autocast in bf16, else nothing; only the backbone computes in bfloat16 (`CILNet` gives float32 features and logits)."
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
     def prep(self, x):
         "Stored images (uint8, or float in [0, 1]) to normalised network input, on the device."
         x = self.aug.normalize(x.to(self.device))
@@ -476,10 +490,8 @@ def data_fingerprint(data: CILData, sample: int = 64) -> dict:
     return fp
 
 def _precision(method) -> str:
-    p = getattr(method.cfg, 'precision', None)
-    if p is not None: return str(p)
-    bf16 = (method.device.type == 'cuda' and getattr(method.cfg, 'amp', False)) or getattr(method, 'cpu_bf16', False)
-    return 'bfloat16 autocast' if bf16 else 'float32'
+    "The precision the run computes in ('bf16' or 'fp32'; `Method.precision`), not the setting ('auto')."
+    return getattr(method, 'precision', 'fp32')
 
 def runtime_info(method) -> dict:
     "What besides data, config and seed moves a run's figures: torch's thread count, its version, the device, the precision."

@@ -13,8 +13,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['BACKBONES', 'HEADS', 'ContinualNorm', 'make_norm', 'conv3x3', 'BasicBlock', 'ResNet', 'resnet20', 'resnet32',
-           'resnet18', 'ci_net', 'make_backbone', 'count_params', 'GrowingHead', 'LinearHead', 'CosineHead', 'CILNet',
-           'make_model', 'copy_frozen']
+           'resnet18', 'ci_net', 'make_backbone', 'count_params', 'GrowingHead', 'no_autocast', 'LinearHead',
+           'CosineHead', 'CILNet', 'make_model', 'copy_frozen']
 
 # %% ../nbs/02_models.ipynb #47bc4565
 def _largest_divisor(n: int, at_most: int) -> int:
@@ -172,6 +172,10 @@ class GrowingHead(nn.Module):
         check(self.n_classes > 0, "the head has no classes yet: call grow(n) first")
         check(f.shape[-1] == self.in_dim, f"head expects {self.in_dim}-d features, got {f.shape[-1]}")
 
+def no_autocast(t: torch.Tensor):
+    "A context where `t`'s device computes in float32 even inside `torch.autocast`: for heads, normalisations and losses."
+    return torch.autocast(t.device.type, enabled=False)
+
 # %% ../nbs/02_models.ipynb #045dfaaf
 class LinearHead(GrowingHead):
     "Linear classifier (weights and biases) growing by one block per phase."
@@ -186,7 +190,9 @@ class LinearHead(GrowingHead):
     def _blocks(self): return [[w, b] for w, b in zip(self.weights, self.biases)]
     def forward(self, f, scale: bool = True):
         self._check_ready(f)
-        return torch.cat([F.linear(f, w, b) for w, b in zip(self.weights, self.biases)], 1)
+        with no_autocast(f):     # float32 logits, also under bfloat16 autocast (see `CILNet`)
+            f = f.float()
+            return torch.cat([F.linear(f, w, b) for w, b in zip(self.weights, self.biases)], 1)
 
 # %% ../nbs/02_models.ipynb #48609057
 class CosineHead(GrowingHead):
@@ -198,9 +204,10 @@ class CosineHead(GrowingHead):
     def forward(self, f, scale: bool = True):
         "Logits; with `scale=False` the raw cosines in [-1, 1]."
         self._check_ready(f)
-        fn = F.normalize(f, dim=1)
-        out = torch.cat([F.linear(fn, F.normalize(w, dim=1)) for w in self.weights], 1)
-        return self.sigma * out if scale and self.sigma is not None else out
+        with no_autocast(f):     # normalisation and cosines in float32, also under bfloat16 autocast
+            fn = F.normalize(f.float(), dim=1)
+            out = torch.cat([F.linear(fn, F.normalize(w, dim=1)) for w in self.weights], 1)
+            return self.sigma * out if scale and self.sigma is not None else out
 
 # %% ../nbs/02_models.ipynb #e4a94c1f
 @patch
@@ -224,9 +231,11 @@ class CILNet(nn.Module):
     def __init__(self, backbone: nn.Module, head: GrowingHead):
         super().__init__(); self.backbone, self.head = backbone, head
 
-    def features(self, x): return self.backbone(x)
+    def features(self, x):
+        "The backbone's features, in float32 whatever precision the backbone computed in."
+        return self.backbone(x).float()
     def forward(self, x, with_features: bool = False):
-        f = self.backbone(x); z = self.head(f)
+        f = self.features(x); z = self.head(f)
         return (z, f) if with_features else z
     def grow(self, n_new: int):
         "Add `n_new` classes to the head."

@@ -226,7 +226,7 @@ class AANets(Method):
             self.model.train()
             sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
             for xb, yb in batches:
-                if self.cuda and self.cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+                if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
                 with self.autocast(): total, parts = self.loss(xb, yb)
                 opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
                 for k, v in parts.items(): sums[k] += v.detach().float()
@@ -235,7 +235,7 @@ class AANets(Method):
             if learn_alpha:
                 self.model.eval(); alpha.requires_grad_(True); s, na = torch.zeros((), device=self.device), 0
                 for xb, yb in bal:
-                    if self.cuda and self.cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+                    if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
                     with self.autocast(): ce = F.cross_entropy(self.model(xb), yb)
                     alpha.grad, = torch.autograd.grad(ce, [alpha])
                     aopt.step(); asched.step(); s += ce.detach().float(); na += 1; n_img += len(yb)

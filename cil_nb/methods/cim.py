@@ -275,7 +275,7 @@ class Foster(Method):
             for i in range(nb):
                 b = perm[i * bs:(i + 1) * bs]
                 xb = self.aug(self.batch_images(x, b, stage, ep, epochs, g), g, True)
-                if self.cuda and self.cfg.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+                if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
                 with self.autocast(): total, parts = loss_fn(xb, y[b])
                 opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
                 for kk, v in parts.items(): sums[kk] += v.detach().float()

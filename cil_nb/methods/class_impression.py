@@ -164,6 +164,10 @@ def synthesize(model: nn.Module,          # frozen model (eval mode) taking norm
 # %% ../../nbs/12_methods.class_impression.ipynb #e25fadfb
 def idc_loss(s_scores, y, t_scores, s_cent, t_cent, rho: float = 0.99, tau: float = 1.0):
     "Intra-domain conservative loss; returns (loss, new source centroids, new target centroids)."
+    with no_autocast(s_scores):     # centroids and their similarities in float32, also under bfloat16 autocast
+        return _idc_loss(s_scores.float(), y, t_scores.float(), s_cent, t_cent, rho, tau)
+
+def _idc_loss(s_scores, y, t_scores, s_cent, t_cent, rho, tau):
     n = s_scores.shape[1]
     def batch_centroids(z, lab):
         onehot = F.one_hot(lab, n).to(z.dtype)                 # (B, n)
