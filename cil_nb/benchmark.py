@@ -255,7 +255,7 @@ def cil_nb_bench(argv=None, **kw):
         sd = _parse_seeds(a.seeds)
         methods, sc, dev, o = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
                                       a.size, a.epochs, sd[0], a.order_seed, a.device, a.out, a.preset, a.download,
-                                      a.host, a.precision, a.set, a.eval)
+                                      a.host, a.precision, a.set, a.eval, a.train_per_class)
         with RunLock(o, '--out'):
             check_out(bench_folders(methods, sd, o), a.resume, a.overwrite)
             gone = clean_tmp(o)

@@ -103,7 +103,7 @@ def _protocol(methods, preset, base, increment) -> tuple:
 
 def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, increment=None, memory=None, per_class=None,
             backbone=None, size=None, epochs=None, seed=0, order_seed=1993, device='auto', out='runs/cil_nb',
-            preset='small', download=False, host=None, precision=None, settings=None, eval='test'):
+            preset='small', download=False, host=None, precision=None, settings=None, eval='test', train_per_class=None):
     "Validate every argument and build (methods, scenario, device, out) without writing anything."
     names = split_methods(method)
     check(names, '--method must name at least one method')
@@ -111,6 +111,7 @@ def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, in
     check(per_class is None or per_class >= 0, f'--per_class must be >= 0, got {per_class}')
     check(memory is None or per_class is None, 'give either --memory (a total) or --per_class, not both')
     check(eval in ('test', 'val'), f"--eval must be 'test' or 'val', got {eval!r}")
+    check(train_per_class is None or train_per_class > 0, f'--train_per_class must be > 0, got {train_per_class}')
     methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, precision or None, settings) for n in names]
     labels = [m.label for m in methods]
     check(len(set(labels)) == len(labels), f'--method names {sorted({l for l in labels if labels.count(l) > 1})} twice: name each method or variant once')
@@ -124,6 +125,7 @@ def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, in
     out = Path(out).expanduser(); _check_writable(out)
     dev = get_device(device)
     data = load_dataset(dataset, root=root, download=download, size=size)
+    if train_per_class is not None: data = per_class_subset(data, train_per_class, seed=0)   # val and test stay whole
     if eval != 'test': data = data.with_eval(eval)
     sc = Scenario(data, base, _parse_increment(increment), seed=order_seed)
     return methods, sc, dev, out
@@ -235,6 +237,8 @@ def add_run_args(p, method: str, out: str):
     a('--per_class', type=int, help='or a fixed number of exemplars a class')
     a('--backbone', help="resnet20, resnet32, resnet18, ci_net (default: the preset's)")
     a('--size', type=int, help='resize images to size x size')
+    a('--train_per_class', type=int, help='train on a fixed cut of this many training images a class (seeded, seed 0; '
+      'val and test stay whole), e.g. 500 for the Fashion-MNIST benchmark')
     a('--epochs', type=int, help="epochs a phase (default: the preset's)")
     a('--order_seed', type=int, default=1993, help="seed of the class order (1993: the CIL papers' order)")
     a('--device', default='auto', help='auto, cpu, cuda, cuda:N, mps')
@@ -285,7 +289,7 @@ def cil_nb_run(argv=None, **kw):
         set_threads(a.threads)
         methods, sc, dev, out = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
                                         a.size, a.epochs, a.seed, a.order_seed, a.device, a.out, a.preset, a.download,
-                                        a.host, a.precision, a.set, a.eval)
+                                        a.host, a.precision, a.set, a.eval, a.train_per_class)
         run_experiments(methods, sc, dev, out, a.seed, a.resume, a.overwrite)
     main('cil_nb_run', body)
 
