@@ -166,9 +166,12 @@ def main(argv=None):
             f'precision auto = {resolve_precision("auto", dev)}')
     print(head, flush=True)
     tab = Table(); seed_everything(0)
-    part_a(tab, dev, S)
-    part_b(tab, dev, S, budget * 0.7)
-    part_c(tab, dev, S, out, budget)
+    try:
+        part_a(tab, dev, S)
+        part_b(tab, dev, S, budget * 0.7)
+        part_c(tab, dev, S, out, budget)
+    except KeyboardInterrupt:   # gpu_check.sh's time limit (SIGINT): keep the rows measured so far
+        tab.add('-', 'interrupted (time limit or Ctrl-C)', 'error: the rows above are all that ran', 0)
     md = tab.markdown(head + f'\n\ntotal {tab.elapsed():.0f} s')
     (out / 'gpu_check.md').write_text(md + '\n')
     (out / 'gpu_check.json').write_text(json.dumps({'head': head, 'rows': tab.rows}, indent=1))
