@@ -9,8 +9,8 @@
      batch sizes, optimisers and augmentation, so that each method family's code runs at its real shapes.
   C. The Fashion-MNIST benchmark, one seed, every method (small preset), as `cil_nb_bench` runs it.
 
-usage: python bench/gpu_check.py [--cpu] [--out runs/gpu_check] [--budget 450]
-  --cpu   a smoke version on the CPU (tiny sizes: part B on 10 classes, B5 + 1 x 5; part C on 20 images a class;
+usage: python bench/gpu_check.py [--cpu] [--out runs/gpu_check] [--budget SECONDS]
+  --cpu   a smoke version on the CPU (tiny sizes: part B on 10 classes of 16 x 16 images, B5 + 1 x 5; part C on 20 images a class;
           no torch.compile): checks that every path runs, in under 2 minutes.
 The table is printed and written to <out>/gpu_check.md (and gpu_check.json).
 
@@ -50,14 +50,14 @@ FASHION = dict(dataset='fashion-mnist', base=2, increment='2', preset='small')  
 
 def sizes(cpu: bool) -> dict:
     "Everything that differs between the GPU check and its CPU smoke version."
-    if cpu: return dict(tp_n=256, tp_steps=1, tp_warmup=1, workers=0, compile=False, n_classes=10, base=5, increment=1,
+    if cpu: return dict(tp_n=256, tp_steps=1, tp_warmup=1, workers=0, compile=False, n_classes=10, base=5, increment=1, size=16,
                         n_train=4, n_test=2, epochs=1,
                         caps={'mnemonics': dict(outer_iters=1, inner_steps=1, outer_batch=16), 'foster': dict(compress_epochs=1),
                               'cim': dict(compress_epochs=1, meta_batch=4),
                               'genifer': dict(gan_steps=2, base_gan_steps=None, gan_batch=4, z_dim=32, g_width=16, d_width=16),
                               'class_impression': dict(syn_iters=2, syn_per_class=1)},
                         fashion_subset=(20, 10), fashion_methods='finetune,icarl', fashion_epochs=1)
-    return dict(tp_n=12_800, tp_steps=50, tp_warmup=10, workers=4, compile=True, n_classes=100, base=50, increment=10,
+    return dict(tp_n=12_800, tp_steps=50, tp_warmup=10, workers=4, compile=True, n_classes=100, base=50, increment=10, size=32,
                 n_train=100, n_test=20, epochs=3,
                 caps={'mnemonics': dict(outer_iters=20), 'foster': dict(compress_epochs=3), 'cim': dict(compress_epochs=3),
                       'genifer': dict(gan_steps=300, base_gan_steps=None), 'class_impression': dict(syn_iters=200, syn_per_class=10)},
@@ -108,10 +108,10 @@ def part_a(tab, dev, S):
 
 def part_b(tab, dev, S, budget):
     M = load_methods()
-    data = make_synthetic(n_classes=S['n_classes'], n_train=S['n_train'], n_test=S['n_test'], n_val=2, size=32)
+    data = make_synthetic(n_classes=S['n_classes'], n_train=S['n_train'], n_test=S['n_test'], n_val=2, size=S['size'])
     sc = Scenario(data, base=S['base'], increment=S['increment'], seed=1993)
     for name in PAPER_METHODS:
-        what = f'{name} ({FAMILY[name]}), paper preset, B{S["base"]} + {S["increment"]} x 5, {S["epochs"]} epochs'
+        what = f'{name} ({FAMILY[name]}), paper preset, B{S["base"]} + {S["increment"]} x 5, {S["epochs"]} epochs, {S["size"]} px'
         if tab.elapsed() > budget:
             tab.add('B', what, 'skipped: over the time budget', 0); continue
         def one():
@@ -154,12 +154,13 @@ def main(argv=None):
     ap.add_argument('--cpu', action='store_true', help='smoke version on the CPU (tiny sizes, no compile)')
     ap.add_argument('--out', default='runs/gpu_check', help='where the table and the Fashion-MNIST runs go')
     ap.add_argument('--budget', type=float, default=None, help='seconds after which remaining runs are skipped '
-                    '(default: 420 on a GPU, 100 with --cpu)')
+                    '(default: 420 on a GPU, 105 with --cpu; part B stops 120 s (12 s) earlier, to leave time for part C)')
     a = ap.parse_args(argv)
     dev = torch.device('cpu') if a.cpu else get_device('auto')
     if not a.cpu and dev.type != 'cuda':
         print('gpu_check: error: no CUDA GPU here; run with --cpu for the smoke version', file=sys.stderr); sys.exit(2)
-    S = sizes(a.cpu); budget = a.budget if a.budget is not None else (100 if a.cpu else 420)
+    S = sizes(a.cpu); budget = a.budget if a.budget is not None else (105 if a.cpu else 420)
+    reserve_c = 12 if a.cpu else 120                         # seconds kept for part C
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU, {torch.get_num_threads()} thread(s)'
     head = (f'gpu_check{" --cpu (smoke: tiny sizes, figures mean nothing)" if a.cpu else ""} on {name}, torch {torch.__version__}, '
@@ -168,7 +169,7 @@ def main(argv=None):
     tab = Table(); seed_everything(0)
     try:
         part_a(tab, dev, S)
-        part_b(tab, dev, S, budget * 0.7)
+        part_b(tab, dev, S, budget - reserve_c)
         part_c(tab, dev, S, out, budget)
     except KeyboardInterrupt:   # gpu_check.sh's time limit (SIGINT): keep the rows measured so far
         tab.add('-', 'interrupted (time limit or Ctrl-C)', 'error: the rows above are all that ran', 0)
