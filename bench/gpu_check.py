@@ -22,7 +22,8 @@ What to look at (the speed goal: >= 20,000 training images a second for ResNet-3
     device is the bottleneck (look at the FOSTER-augmentation row: AutoAugment runs once per group of 16 images, a
     Python loop of 8 calls a batch).
   * A, "fp32" against "bf16": bf16 should be at least 1.5x faster on Hopper; if not, the model is not compute bound.
-  * B, img/s of each method against A: a method far below A spends its time outside the shared loop (a GAN,
+  * B, img/s of each method against A's row of the same precision (B runs at the presets' precision, fp32 unless a
+    preset says otherwise; the row says which): a method far below A spends its time outside the shared loop (a GAN,
     synthesis, bilevel steps, FOSTER's two networks) or in host syncs (herding, evaluation); its seconds column says
     which. Genifer trains at batch 32 (the paper's), so its img/s is lower by design.
   * C, seconds per method: the budget for the 3-seed benchmark is 3x this.
@@ -123,7 +124,7 @@ def part_b(tab, dev, S, budget):
             ips = sum(r.images_per_second) / len(r.images_per_second)
             mem = f', peak {torch.cuda.max_memory_allocated(dev) / 2**20:,.0f} MiB' if dev.type == 'cuda' else ''
             tab.add('B', what, f'A_avg {r.summary("cnn")["avg_inc_acc"]:.1f} (chance-level data), training {ips:,.0f} img/s, '
-                    f'{cfg.backbone}, batch {cfg.batch_size}{mem}', time.perf_counter() - t)
+                    f'{cfg.backbone}, batch {cfg.batch_size}, {m.precision}{mem}', time.perf_counter() - t)
         guarded(tab, 'B', what, one)
 
 def part_c(tab, dev, S, out, budget):
