@@ -47,7 +47,7 @@ PAPER_METHODS = ['lucir', 'icarl', 'mnemonics', 'aanets', 'foster', 'cim', 'geni
 FAMILY = {'lucir': 'LUCIR family', 'icarl': 'LUCIR family', 'mnemonics': 'LUCIR family', 'aanets': 'LUCIR family',
           'foster': 'FOSTER family', 'cim': 'FOSTER family', 'genifer': 'data-free', 'class_impression': 'data-free'}
 FASHION_METHODS = 'finetune,joint,icarl,lucir,mnemonics,aanets,foster,cim,genifer,class_impression'
-FASHION = dict(dataset='fashion-mnist', base=2, increment='2', preset='small')   # the benchmark's scenario: 5 phases of 2
+FASHION = dict(dataset='fashion-mnist', base=2, increment='2', preset='small', train_per_class=500)   # README's benchmark: 5 phases of 2, 500 a class
 
 def sizes(cpu: bool) -> dict:
     "Everything that differs between the GPU check and its CPU smoke version."
@@ -131,7 +131,8 @@ def part_c(tab, dev, S, out, budget):
     t = time.perf_counter()
     def setup():
         ms, sc, d, _ = prepare(S['fashion_methods'], FASHION['dataset'], base=FASHION['base'], increment=FASHION['increment'],
-                               preset=FASHION['preset'], device=str(dev), out=str(out / 'fashion'), epochs=S['fashion_epochs'])
+                               preset=FASHION['preset'], device=str(dev), out=str(out / 'fashion'), epochs=S['fashion_epochs'],
+                               train_per_class=FASHION['train_per_class'])
         if S['fashion_subset']:
             sc = Scenario(per_class_subset(sc.data, *S['fashion_subset']), FASHION['base'], int(FASHION['increment']), seed=1993)
         return ms, sc
@@ -139,7 +140,7 @@ def part_c(tab, dev, S, out, budget):
     if got is None: return
     ms, sc = got
     for m in ms:
-        what = f'Fashion-MNIST, {m.label}, seed 0, B2 + 2 x 4' + (' (smoke: 20 a class)' if S['fashion_subset'] else '')
+        what = f'Fashion-MNIST, {m.label}, seed 0, B2 + 2 x 4' + (' (smoke: 20 a class)' if S['fashion_subset'] else ', 500 a class')
         if tab.elapsed() > budget:
             tab.add('C', what, 'skipped: over the time budget', 0); continue
         def one():
