@@ -70,3 +70,33 @@ def test_pieces():
     assert kd_sep(z, r) > 0 and torch.isfinite(kd_sep(z, r))
     g = CondGenerator(10, 3, (28, 28)); img = g.sample(torch.arange(10))
     assert img.shape == (10, 3, 28, 28) and 0 <= img.min() and img.max() <= 1
+
+def test_cli_records_diversity_and_independent_accuracy(tmp_path):
+    "`cil_nb_run --method genifer` writes `diversity` and `independent_acc` to results.json for every phase after the first."
+    import json, os, subprocess
+    from conftest import console
+    out = tmp_path / 'o'
+    r = subprocess.run([*console('cil_nb_run', 'cil_nb.cli'), '--method', 'genifer', '--dataset', 'synthetic', '--base', '2',
+                        '--increment', '2', '--epochs', '1', '--device', 'cpu', '--out', str(out),
+                        '--set', 'gan_steps=4,gan_batch=8,r1_every=2,measure_per_class=8,measure_epochs=1'],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, 'IN_TEST': '1', 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / 'genifer' / 'results.json').read_text())
+    n = len(res['metrics']['phase_sizes']); assert n >= 3
+    for k in ('diversity', 'independent_acc'):
+        assert sorted(res['extras'][k], key=int) == [str(t) for t in range(1, n)], (k, res['extras'].get(k))
+    assert all(v > 0 for v in res['extras']['diversity'].values())
+    assert all(0 <= v <= 100 for v in res['extras']['independent_acc'].values())
+
+def test_mode_seeking_and_measures():
+    "The mode-seeking term is small for varied pairs and large for identical ones; mean_pairwise is the mean distinct-pair distance."
+    from cil_nb.methods.genifer import mode_seeking, mean_pairwise, train_independent
+    z = torch.randn(8, 4); same = torch.rand(1, 1, 4, 4).expand(8, 1, 4, 4)
+    assert mode_seeking(same, z) > 100 * mode_seeking(torch.rand(8, 1, 4, 4), z)
+    x = torch.tensor([[0., 0.], [3., 4.]]); assert abs(mean_pairwise(x) - 5.0) < 1e-6
+    # the independent classifier learns two easy classes (dark vs bright images)
+    g = torch.Generator().manual_seed(0)
+    xi = torch.cat([torch.rand(40, 1, 8, 8, generator=g) * 0.3, 0.7 + torch.rand(40, 1, 8, 8, generator=g) * 0.3])
+    yi = torch.arange(2).repeat_interleave(40)
+    net = train_independent(xi, yi, 2, epochs=5, batch=16, seed=0)
+    with torch.no_grad(): assert (net(xi).argmax(1) == yi).float().mean() >= 0.9

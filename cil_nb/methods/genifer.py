@@ -18,7 +18,7 @@ from ..learner import *
 
 # %% auto #0
 __all__ = ['diff_augment', 'CondGenerator', 'FeatDiscriminator', 'mid_features', 'forward_mid', 'kd_sep', 'feat_l2', 'r1_penalty',
-           'GeniferConfig', 'Genifer']
+           'mode_seeking', 'mean_pairwise', 'small_cnn', 'train_independent', 'GeniferConfig', 'Genifer']
 
 # %% ../../nbs/13_methods.genifer.ipynb #9ce63157
 def diff_augment(x, translation: float = 0.125, cutout: float = 0.5, color: bool = True):
@@ -113,6 +113,40 @@ def r1_penalty(d_out, h):
     g, = torch.autograd.grad(d_out.sum(), h, create_graph=True)
     return g.pow(2).flatten(1).sum(1).mean()
 
+def mode_seeking(x, z):
+    "Mode-seeking term (Mao et al., CVPR 2019) for image pairs x[0::2], x[1::2] drawn from latents z[0::2], z[1::2] of one label each: 1 / (mean L1 image distance / mean L1 latent distance)."
+    k = len(x) // 2
+    check(k >= 1, 'the mode-seeking term needs at least one pair of images')
+    dx = (x[0:2 * k:2] - x[1:2 * k:2]).abs().flatten(1).mean(1); dz = (z[0:2 * k:2] - z[1:2 * k:2]).abs().flatten(1).mean(1)
+    return 1.0 / ((dx / dz).mean() + 1e-5)
+
+def mean_pairwise(x):
+    "Mean L2 distance between the distinct pairs of images in `x` (N, ...), N >= 2."
+    check(len(x) >= 2, f'mean_pairwise needs at least two images, got {len(x)}')
+    x = x.flatten(1).float(); n = len(x)
+    return (torch.cdist(x, x).sum() / (n * (n - 1))).item()
+
+def small_cnn(channels: int, n_classes: int):
+    "A small independent classifier (three 3x3 conv-BN-ReLU stages, 16/32/64 channels, global pool, linear) for judging generated images."
+    blk = lambda i, o: [nn.Conv2d(i, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+    return nn.Sequential(*blk(channels, 16), nn.MaxPool2d(2), *blk(16, 32), nn.MaxPool2d(2), *blk(32, 64),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
+
+def train_independent(x, y, n_classes: int, epochs: int = 3, batch: int = 64, seed: int = 0, device='cpu'):
+    "Train `small_cnn` on images `x` (uint8 or [0, 1]) with labels `y` < n_classes: Adam 1e-3, no augmentation, seeded; returns it in eval mode."
+    g = torch.Generator().manual_seed(seed)
+    x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).to(device); y = y.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed); net = small_cnn(x.shape[1], n_classes).to(device)
+    opt = torch.optim.Adam(net.parameters(), 1e-3); net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g).to(device)
+        for i in range(0, len(x), batch):
+            j = perm[i:i + batch]
+            if len(j) < 2: continue
+            loss = F.cross_entropy(net(x[j]), y[j]); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return net.eval()
+
 # %% ../../nbs/13_methods.genifer.ipynb #4233a8c5
 @dataclass
 class GeniferConfig(Config):
@@ -143,6 +177,10 @@ class GeniferConfig(Config):
     r1_gamma: float = 0.5
     r1_every: int = 16           # lazy R1
     gdist_w: float = 10.0        # generator distillation, times n_old / n_new
+    ms_w: float = 0.003          # mode-seeking term (not in the paper): without it the small generator draws one image a class
+    measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
+    measure_per_class: int = 200 # real training images a class for the independent classifier (and 32 for the diversity)
+    measure_epochs: int = 10
     ema_kimg: float = 500.0      # EMA half-life in thousands of images
     ema_rampup: float = 0.05     # half-life at most this fraction of the images seen so far
     translation: float = 0.125   # DiffAugment
@@ -175,7 +213,8 @@ class Genifer(Method):
             self.model.eval(); c = mid_features(self.model, self.prep(self.train_x[:2]), cfg.feat_layer).shape[1]
         self.D = FeatDiscriminator(c, n, cfg.d_width).to(self.device)
         self.gan_trained, self.gan_nimg = False, 0
-        self.gan_log, self.snapshots = {}, {}
+        self.gan_log, self.snapshots, self.quality = {}, {}, {}
+        self.real_x, self.real_y = self.train_x, self.train_y   # only for measuring the generator (`generator_quality`), never for training
         g = torch.Generator().manual_seed(1234)   # fixed latents for the sample grids, independent of the run's seed
         self.fixed_z = torch.randn(8, cfg.z_dim, generator=g).to(self.device)
 
@@ -228,6 +267,7 @@ class Genifer(Method):
     def gan_steps(self, p): return self.cfg.base_gan_steps if p.t == 0 and self.cfg.base_gan_steps is not None else self.cfg.gan_steps
 
     def after_phase(self, p):
+        if p.t > 0 and self.gan_trained and self.cfg.measure: self.quality[p.t] = self.generator_quality(p)
         last = p.t == len(self.sc) - 1
         if last and not self.cfg.gan_last: return
         self.gan_log[p.t] = self.train_gan(p)
@@ -244,7 +284,8 @@ class Genifer(Method):
         prev = copy_frozen(self.G_ema) if p.t > 0 and self.gan_trained else None
         G, D = self.G, self.D
         G.load_state_dict(self.G_ema.state_dict())          # continue from the EMA generator (the paper's choice)
-        G.train(); D.train()
+        G.train(); D.train(); self.gan_nimg = 0        # the EMA ramp-up starts again with each task, as in the original
+        prev_t = copy.deepcopy(prev).train() if prev is not None else None      # the old generator in the new one's BN mode, for distillation
         c = cfg.r1_every / (cfg.r1_every + 1) if cfg.r1_every > 1 else 1.0   # lazy-regularisation correction
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
@@ -274,16 +315,18 @@ class Genifer(Method):
             opt_d.zero_grad(set_to_none=True); total_d.backward(); opt_d.step()
             # generator: fool D on (old and current) labels; stay close to the previous generator on old labels
             yg = labels(); z = torch.randn(B, cfg.z_dim, device=dev)
+            if cfg.ms_w > 0: yg[1::2] = yg[0::2][:len(yg[1::2])]     # pairs of latents with one label for the mode-seeking term
             xg = G(z, yg)
             loss_g = F.softplus(-D(feat(xg), yg)).mean()
+            ms = mode_seeking(xg, z) if cfg.ms_w > 0 else torch.zeros((), device=dev)
             if n_old:
-                with torch.no_grad(): xp = prev(z[:n_old], yg[:n_old])
+                with torch.no_grad(): xp = prev_t(z, yg)[:n_old]   # whole batch in train mode: BN sees what G's BN sees
                 gd = F.l1_loss(xg[:n_old], xp)
             else: gd = torch.zeros((), device=dev)
-            total_g = loss_g + gd_w * gd
+            total_g = loss_g + gd_w * gd + cfg.ms_w * ms
             opt_g.zero_grad(set_to_none=True); total_g.backward(); opt_g.step()
             self._ema_step(B)
-            log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach())
+            log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach()); log['ms'].append(ms.detach())
             if do_r1: log['r1'].append(r1.detach())
         secs = time.perf_counter() - t0
         self.gan_trained = True
@@ -306,12 +349,35 @@ class Genifer(Method):
         pred = torch.cat([self.model(self.aug.normalize(self.G_ema.sample(yb))).argmax(1) for yb in y.split(500)])
         return 100.0 * (pred == y).float().mean().item()
 
+    @torch.no_grad()
+    def generator_quality(self, p, n_div: int = 32, n_gen: int = 50) -> dict:
+        "The EMA generator replayed in phase `p`, on the old classes: diversity (mean pairwise L2 of generated / of real images, class mean) and accuracy under an independent CNN trained on real images."
+        cfg, dev, n = self.cfg, self.device, p.n_old
+        with torch.random.fork_rng(devices=[dev] if self.cuda else []):
+            torch.manual_seed(self.seed * 1000 + p.t)
+            self.G_ema.eval(); div = []
+            for c in range(n):
+                xr = self.real_x[self.real_y == c]; xr = xr[torch.randperm(len(xr), device=xr.device)[:n_div]].float() / 255
+                div.append(mean_pairwise(self.G_ema.sample(torch.full((n_div,), c, device=dev))) / mean_pairwise(xr))
+            idx = torch.cat([torch.nonzero(self.real_y == c).flatten()[:cfg.measure_per_class] for c in range(n)])
+            with torch.enable_grad():
+                net = train_independent(self.real_x[idx], self.real_y[idx], n, cfg.measure_epochs, seed=self.seed * 1000 + p.t, device=dev)
+            y = torch.arange(n, device=dev).repeat_interleave(n_gen)
+            acc = (torch.cat([net(self.G_ema.sample(yb)).argmax(1) for yb in y.split(500)]) == y).float().mean().item()
+            tx, ty = self.test_x[p.test_idx], self.test_y[p.test_idx]
+            keep = ty < n; real_acc = (net(tx[keep].float() / 255).argmax(1) == ty[keep]).float().mean().item()
+        return {'diversity': sum(div) / n, 'diversity_per_class': div, 'independent_acc': 100 * acc, 'independent_real_acc': 100 * real_acc}
+
     def record(self, extras, p):
+        if p.t in self.quality:
+            q = self.quality[p.t]
+            for k in ('diversity', 'independent_acc'): extras.setdefault(k, {})[str(p.t)] = q[k]
+            extras.setdefault('gan_quality', {})[str(p.t)] = q
         if p.t in self.gan_log:
             g = self.gan_log[p.t]
             extras.setdefault('gan', {})[str(p.t)] = {'gen_acc': g['gen_acc'], 'steps': g['steps'], 'seconds': g['seconds'],
                                                       'steps_per_s': g['steps_per_s'],
-                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'g', 'gdist', 'r1') if k in g}}
+                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'g', 'gdist', 'ms', 'r1') if k in g}}
         return extras
 
     # ---- checkpoints: the generators and the discriminator travel with the model
