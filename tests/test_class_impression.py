@@ -102,3 +102,50 @@ def test_config_errors():
     with pytest.raises(CILError, match='cosine head'): CIConfig(head='linear')
     with pytest.raises(CILError, match='rs_ratio'): CIConfig(rs_ratio=1.0)
     assert CIConfig().synth.iters == 5000 and CIConfig.small().synth.iters == 150
+
+
+def test_idc_images_come_from_the_training_split_never_val(tiny):
+    "With a val split present, IdC's unlabelled images are carved from the new classes' training images; wiping val changes nothing."
+    data, sc, cfg = tiny
+    assert data.val_x is not None
+    wiped = dataclasses.replace(data, val_x=torch.full_like(data.val_x, 255))
+    sc_w = Scenario(wiped, base=2, increment=2)
+    a, b = ClassImpression(cfg), ClassImpression(cfg)
+    ra = run(a, sc, device='cpu', seed=3, log=lambda s: None)
+    rb = run(b, sc_w, device='cpu', seed=3, log=lambda s: None)
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()): assert torch.equal(pa, pb)
+    p = sc[1]; lab, unl = a._carved(p)
+    assert torch.equal(a.target_images(p), data.train_x[unl])
+    assert set(unl.tolist()) <= set(p.train_idx.tolist()) and not set(unl.tolist()) & set(a.labelled_idx(p).tolist())
+    with pytest.raises(CILError, match='never the validation'): CIConfig(idc_target='seen')
+
+
+def test_per_loss_ablation_switches(tiny):
+    "w_idc=0 / w_mr=0 / w_dis=0 / class_weighted=False reach the loss; method:key=value variants parse them."
+    from cil_nb.cli import parse_method
+    data, sc, cfg = tiny
+    m = ClassImpression(dataclasses.replace(cfg, w_idc=0.0, w_mr=0.0, w_dis=0.0, class_weighted=False))
+    res = run(m, sc, device='cpu', seed=4, log=lambda s: None)
+    for h in res.history[1:]:
+        for e in h: assert 'idc' not in e and e['mr'] == 0 and e['dis'] == 0
+    assert m.cw is None and torch.equal(m.labelled_idx(sc[1]), sc[1].train_idx)   # no carved slice without IdC
+    name, kv = parse_method('class_impression:w_idc=0:class_weighted=False')
+    c = CIConfig.small().with_settings(kv)
+    assert name == 'class_impression' and c.w_idc == 0 and c.class_weighted is False
+
+
+def test_cn_groups_and_final_relu(tiny):
+    "norm='cn' uses at most cn_groups GroupNorm groups (no instance norm at 16/32 channels), warns when it would degenerate; ci_net keeps its final ReLU."
+    import warnings
+    from cil_nb.models import ContinualNorm
+    data, sc, cfg = tiny
+    m = ClassImpression(dataclasses.replace(cfg, norm='cn')); m.setup(sc, 'cpu', 0)
+    gns = [mod.gn for mod in m.model.modules() if isinstance(mod, ContinualNorm)]
+    assert gns and all(g.num_groups == 4 for g in gns)
+    with pytest.warns(UserWarning, match='instance norm'):
+        ClassImpression(dataclasses.replace(cfg, norm='cn', cn_groups=64)).setup(sc, 'cpu', 0)
+    m.model.eval()
+    with torch.no_grad(): f = m.model.features(torch.rand(4, data.channels, *data.size))
+    assert f.min() >= 0                                            # the final ReLU is kept
+    m2 = ClassImpression(dataclasses.replace(cfg, last_relu=False)); m2.setup(sc, 'cpu', 0); m2.model.eval()
+    with torch.no_grad(): assert m2.model.features(torch.rand(4, data.channels, *data.size)).min() < 0

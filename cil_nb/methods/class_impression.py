@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_methods.class_impression.ipynb #8d1d734c
 from __future__ import annotations
-import math, time
+import math, time, warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, asdict, replace as dc_replace
 from pathlib import Path
@@ -22,7 +22,8 @@ from .baselines import margin_ranking_loss
 
 # %% auto #0
 __all__ = ['CI_PROTOCOLS', 'SynthConfig', 'class_mean_images', 'BNStats', 'image_priors', 'synth_lr', 'synthesize', 'idc_loss',
-           'class_weights', 'assert_data_free', 'CIConfig', 'ClassImpression', 'pad_data', 'ci_protocol']
+           'class_weights', 'assert_data_free', 'CIConfig', 'ClassImpression', 'nearest_real', 'privacy_picture',
+           'pad_data', 'ci_protocol']
 
 # %% ../../nbs/12_methods.class_impression.ipynb #c7bbff7e
 @dataclass
@@ -218,8 +219,16 @@ class CIConfig(Config):
     idc_weight: float = 1.0          # da_coef
     idc_rho: float = 0.99            # ro (the configs use 0.9, 0.99 or 0.999)
     idc_tau: float = 1.0             # temprature
-    idc_target: str = 'new'          # unlabelled target: 'new' (val images of the new classes) or 'seen' (all seen)
-    val_frac: float = 0.1            # if the data set has no val split: this share of each new class's training images
+    idc_target: str = 'new'          # unlabelled target: 'new', a slice of the new classes' training images (never val)
+    # per-loss ablation (phases t >= 1; bench variants such as class_impression:w_idc=0): each multiplies its term
+    w_ce: float = 1.0                # the (class-weighted) cross-entropy
+    class_weighted: bool = True      # False: plain CE instead of the paper's CN-CE (inverse-frequency class weights)
+    w_dis: float = 1.0               # the less-forget distillation (times lambda)
+    w_mr: float = 1.0                # the margin ranking loss (times lw_mr)
+    w_idc: float = 1.0               # IdC (times idc_weight); 0 also skips carving the unlabelled slice
+    last_relu: bool = True           # keep the ReLU after the last block, as the original net does (features >= 0)
+    cn_groups: int = 4               # norm='cn': GroupNorm groups (the code's gn_size=4), at most this many; see below
+    val_frac: float = 0.1            # the share of each new class's training images carved off as IdC's unlabelled images
     rs_ratio: float = 0.66           # share of synthetic draws in an epoch
     syn_per_class: int = 200
     syn_batch: int = 40
@@ -241,8 +250,9 @@ class CIConfig(Config):
                                  syn_warmup=0.05)
     def __post_init__(self):
         check(self.variant in ('paper', 'shipped'), f"variant must be 'paper' (all four losses) or 'shipped' (class-weighted CE only, as the released configs run), got {self.variant!r}")
-        check(self.idc_target in ('new', 'seen'), f"idc_target must be 'new' (val images of the current classes, data-free) or 'seen' (val images of all seen classes), got {self.idc_target!r}")
+        check(self.idc_target == 'new', f"idc_target must be 'new' (a slice of the new classes' training images: data-free, never the validation split), got {self.idc_target!r}")
         check(0 <= self.rs_ratio < 1, f'rs_ratio is the share of synthetic draws, in [0, 1), got {self.rs_ratio}')
+        check(self.cn_groups >= 1, f'cn_groups must be at least 1, got {self.cn_groups}')
         check(0 < self.val_frac < 1, f'val_frac must be in (0, 1), got {self.val_frac}')
         check(0 < self.idc_rho <= 1, f'idc_rho must be in (0, 1], got {self.idc_rho}')
         check(self.head == 'cosine', f"Class Impression uses the cosine head (head='cosine'), got {self.head!r}")
@@ -266,6 +276,7 @@ class ClassImpression(Method):
         self.aug = Augment(*d.mean_std(), pad=self.cfg.pad, flip=d.flip and self.cfg.train_flip, crop=self.cfg.pad > 0)
         self.mean_images = torch.zeros(0, d.channels, *d.size, device=self.device)
         self.syn_log, self.impressions, self.used_idx = [], None, {}
+        self.impressions_by_phase = {}   # phase -> (up to 8 impressions a class, labels) on the CPU, for pictures phase by phase
 
     def before_phase(self, p: Phase):
         super().before_phase(p)
@@ -277,24 +288,32 @@ class ClassImpression(Method):
         self.model.head.freeze_old()
         self.lam = self.cfg.lambda_base * math.sqrt(p.n_old / len(p.classes))
 
+    def build_model(self):
+        "The backbone with `last_relu`; with norm='cn' each ContinualNorm's GroupNorm gets at most `cn_groups` groups (a warning where groups == channels: instance norm)."
+        kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
+        m = make_model(self.cfg.backbone, self.data.channels, self.cfg.head, self.cfg.norm, last_relu=self.cfg.last_relu, **kw)
+        if self.cfg.norm == 'cn':
+            for mod in m.modules():
+                if isinstance(mod, ContinualNorm):
+                    c = mod.bn.num_features; g = max(d for d in range(1, min(c, self.cfg.cn_groups) + 1) if c % d == 0)
+                    if g == c: warnings.warn(f'cn_groups={self.cfg.cn_groups} makes the GroupNorm of a {c}-channel layer an instance norm: '
+                                             'its BN moments are 0 and 1 by construction and the synthesis prior on them is vacuous')
+                    mod.gn = nn.GroupNorm(g, c, affine=False)
+        return m
+
     # ---- which real images a phase may see
     def _carved(self, p: Phase):
-        "(labelled, unlabelled) training indices of phase p when the data set has no val split."
+        "(labelled, unlabelled) training indices of phase p: `val_frac` of each new class's training images are unlabelled."
         y = self.sc.train_y[p.train_idx].numpy()
         lab, unl = stratified_split(y, self.cfg.val_frac, seed=1000 + p.t)
         return p.train_idx[torch.as_tensor(lab)], p.train_idx[torch.as_tensor(unl)]
     def labelled_idx(self, p: Phase) -> torch.Tensor:
-        idx = self._carved(p)[0] if (p.t > 0 and self.data.val_x is None and self.idc_on) else p.train_idx
+        idx = self._carved(p)[0] if (p.t > 0 and self.idc_on) else p.train_idx
         assert_data_free(self.sc, p, idx); return idx
     @property
-    def idc_on(self): return self.cfg.variant == 'paper' and self.cfg.idc_weight > 0
+    def idc_on(self): return self.cfg.variant == 'paper' and self.cfg.idc_weight > 0 and self.cfg.w_idc > 0
     def target_images(self, p: Phase):
-        "Unlabelled images for IdC (uint8): val images of the new (or all seen) classes, or the carved slice."
-        if self.data.val_x is not None:
-            vy = self.sc.val_y
-            keep = (vy >= (p.n_old if self.cfg.idc_target == 'new' else 0)) & (vy < p.n_seen)
-            return self.data.val_x[keep]
-        check(self.cfg.idc_target == 'new', f'{self.data.name} has no validation split, so idc_target must be "new" (a slice of the new classes\' training images)')
+        "Unlabelled images for IdC (uint8): the slice carved off the new classes' training images (never the val split)."
         unl = self._carved(p)[1]; assert_data_free(self.sc, p, unl)
         return self.data.train_x[unl]
 
@@ -316,6 +335,8 @@ class ClassImpression(Method):
                              'loss_first': {k: h[k][0] for k in ('loss', 'ce', 'bn', 'tv', 'l2')},
                              'loss_last': {k: h[k][-1] for k in ('loss', 'ce', 'bn', 'tv', 'l2')}})
         self.impressions = (syn, h['labels'])
+        keep = torch.cat([torch.nonzero(h['labels'] == c).flatten()[:8] for c in h['labels'].unique()])
+        self.impressions_by_phase[p.t] = (syn[keep].cpu(), h['labels'][keep].cpu())
         return torch.cat([x, syn.to(self.device)]), torch.cat([y, h['labels'].to(self.device)])
 
     # ---- training
@@ -331,20 +352,21 @@ class ClassImpression(Method):
         B = len(y); fs, cs = f[:B], cos[:B]
         ce = F.cross_entropy(logits[:B], y, weight=self.cw)
         if self.cfg.variant == 'shipped': return ce, {'ce': ce}
+        ce = self.cfg.w_ce * ce
         with torch.no_grad(): f_ref = self.old_model.features(x)
-        dis = self.lam * (1 - F.cosine_similarity(fs, f_ref.float(), dim=1)).mean()
-        mr = self.cfg.lw_mr * margin_ranking_loss(cs, y, self.old_model.n_classes, self.cfg.K, self.cfg.margin)
+        dis = self.cfg.w_dis * self.lam * (1 - F.cosine_similarity(fs, f_ref.float(), dim=1)).mean()
+        mr = self.cfg.w_mr * self.cfg.lw_mr * margin_ranking_loss(cs, y, self.old_model.n_classes, self.cfg.K, self.cfg.margin)
         parts = {'ce': ce, 'dis': dis, 'mr': mr}
         total = ce + dis + mr
         if xt is not None:
             idc, self.s_cent, self.t_cent = idc_loss(cs, y, cos[B:], self.s_cent, self.t_cent, self.cfg.idc_rho, self.cfg.idc_tau)
-            idc = self.cfg.idc_weight * idc; parts['idc'] = idc; total = total + idc
+            idc = self.cfg.w_idc * self.cfg.idc_weight * idc; parts['idc'] = idc; total = total + idc
         return total, parts
 
     def fit_phase(self, p: Phase, progress=None) -> dict:
         x, y = self.training_data(p)
         cfg, bs, n_seen = self.cfg, self.cfg.batch_size, p.n_seen
-        self.cw = class_weights(y, n_seen).to(self.device)
+        self.cw = class_weights(y, n_seen).to(self.device) if (cfg.class_weighted or p.t == 0) else None
         n_real, n_syn = self.n_real, len(y) - self.n_real
         if n_syn > 0 and cfg.rs_ratio > 0:
             w = torch.cat([torch.full((n_real,), (1 - cfg.rs_ratio) / n_real), torch.full((n_syn,), cfg.rs_ratio / n_syn)])
@@ -387,6 +409,39 @@ class ClassImpression(Method):
         return {'memory': None, 'means': None, 'mean_images': self.mean_images.cpu(), 'syn_log': self.syn_log}
     def load_extra_state(self, st: dict):
         self.mean_images = st['mean_images'].to(self.device); self.syn_log = list(st.get('syn_log', []))
+
+# %% ../../nbs/12_methods.class_impression.ipynb #d8b2f3da
+def nearest_real(syn, syn_y, real, real_y, n_real: int = 500, seed: int = 0) -> dict:
+    "Nearest same-class real image (L2, pixels in [0, 1]) of each synthetic image, and each real image's nearest other real image of its class."
+    check(len(syn) == len(syn_y) and len(real) == len(real_y), 'images and labels must have the same length')
+    g = torch.Generator().manual_seed(seed)
+    f = lambda x: (x.float() / 255 if x.dtype == torch.uint8 else x.float()).flatten(1).cpu()
+    syn, syn_y, real_y = f(syn), syn_y.cpu(), real_y.cpu()
+    out = {'syn_dist': torch.zeros(len(syn)), 'syn_nn': torch.zeros(len(syn), dtype=torch.long), 'real_dist': []}
+    for c in syn_y.unique().tolist():
+        idx = torch.nonzero(real_y == c).flatten()
+        check(len(idx) >= 2, f'class {c} needs at least two real images, got {len(idx)}')
+        idx = idx[torch.randperm(len(idx), generator=g)[:n_real]]; r = f(real[idx])
+        s = syn_y == c; d = torch.cdist(syn[s], r); m, j = d.min(1)
+        out['syn_dist'][s], out['syn_nn'][s] = m, idx[j]
+        rr = torch.cdist(r, r); rr.fill_diagonal_(float('inf')); out['real_dist'].append(rr.min(1).values)
+    out['real_dist'] = torch.cat(out['real_dist'])
+    return out
+
+def privacy_picture(syn, syn_y, real, real_y, n_show: int = 8, title: str = 'synthetic', **kw):
+    "Synthetic images (top row) above their nearest real training images, and histograms of the nearest distances."
+    import matplotlib.pyplot as plt
+    nr = nearest_real(syn, syn_y, real, real_y, **kw)
+    pick = torch.linspace(0, len(syn) - 1, min(n_show, len(syn))).long()
+    near = real[nr['syn_nn'][pick]]; near = near.float() / 255 if near.dtype == torch.uint8 else near
+    show_images(torch.cat([syn[pick].cpu().float(), near.cpu().float()]),
+                [f'{title} {int(syn_y[i])}' if k == 0 else '' for k, i in enumerate(pick)] + ['nearest real'] + [''] * (len(pick) - 1),
+                ncols=len(pick))
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    ax.hist(nr['real_dist'].numpy(), bins=30, alpha=0.6, density=True, label='real to nearest other real')
+    ax.hist(nr['syn_dist'].numpy(), bins=30, alpha=0.6, density=True, label=f'{title} to nearest real')
+    ax.set_xlabel('L2 distance (pixels in [0, 1])'); ax.set_ylabel('density'); ax.legend(fontsize=7)
+    return nr
 
 # %% ../../nbs/12_methods.class_impression.ipynb #9c7fdbeb
 CI_PROTOCOLS = {'bloodmnist': (2, 2), 'pathmnist': (3, 2), 'organamnist': (3, [3, 3, 2]), 'tissuemnist': (2, 2)}
