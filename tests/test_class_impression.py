@@ -139,7 +139,7 @@ def test_cn_groups_and_final_relu(tiny):
     import warnings
     from cil_nb.models import ContinualNorm
     data, sc, cfg = tiny
-    m = ClassImpression(dataclasses.replace(cfg, norm='cn')); m.setup(sc, 'cpu', 0)
+    m = ClassImpression(dataclasses.replace(cfg, norm='cn', last_relu=True)); m.setup(sc, 'cpu', 0)
     gns = [mod.gn for mod in m.model.modules() if isinstance(mod, ContinualNorm)]
     assert gns and all(g.num_groups == 4 for g in gns)
     with pytest.warns(UserWarning, match='instance norm'):

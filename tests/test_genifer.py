@@ -100,3 +100,12 @@ def test_mode_seeking_and_measures():
     yi = torch.arange(2).repeat_interleave(40)
     net = train_independent(xi, yi, 2, epochs=5, batch=16, seed=0)
     with torch.no_grad(): assert (net(xi).argmax(1) == yi).float().mean() >= 0.9
+
+def test_paper_optimisers():
+    "The first task's SGD uses Nesterov momentum; later tasks use RAdam with decoupled weight decay (the paper's)."
+    sc = _tiny_sc(); m = Genifer(GeniferConfig.small(**{**TINY, 'inc_optimizer': 'radam', 'inc_lr': 1e-4}))
+    run(m, sc, device='cpu', seed=0, phases=2, log=lambda s: None)
+    opt0, _ = m.optimizer(sc[0], 1); opt1, _ = m.optimizer(sc[1], 1)
+    assert isinstance(opt0, torch.optim.SGD) and all(g['nesterov'] for g in opt0.param_groups)
+    assert isinstance(opt1, torch.optim.RAdam) and all(g['decoupled_weight_decay'] for g in opt1.param_groups)
+    p = GeniferConfig.preset(small=False); assert p.nesterov and p.decoupled_wd and p.inc_optimizer == 'radam'

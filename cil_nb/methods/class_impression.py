@@ -226,7 +226,7 @@ class CIConfig(Config):
     w_dis: float = 1.0               # the less-forget distillation (times lambda)
     w_mr: float = 1.0                # the margin ranking loss (times lw_mr)
     w_idc: float = 1.0               # IdC (times idc_weight); 0 also skips carving the unlabelled slice
-    last_relu: bool = True           # keep the ReLU after the last block, as the original net does (features >= 0)
+    last_relu: bool = False          # True: keep the ReLU after the last block, as the original net does (features >= 0)
     cn_groups: int = 4               # norm='cn': GroupNorm groups (the code's gn_size=4), at most this many; see below
     val_frac: float = 0.1            # the share of each new class's training images carved off as IdC's unlabelled images
     rs_ratio: float = 0.66           # share of synthetic draws in an epoch

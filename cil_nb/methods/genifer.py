@@ -166,6 +166,8 @@ class GeniferConfig(Config):
     gen_ratio: float = 0.5       # share of each classifier batch made of generated old-class images
     inc_optimizer: str = 'radam' # optimiser of phases t >= 1: 'radam' (paper) or 'sgd' (the shared recipe)
     inc_lr: float = 1e-4
+    nesterov: bool = True        # the first task's SGD uses Nesterov momentum (the paper)
+    decoupled_wd: bool = True    # RAdam with decoupled weight decay (the paper's RAdam)
     z_dim: int = 512
     g_width: int = 128
     d_width: int = 128
@@ -220,12 +222,16 @@ class Genifer(Method):
 
     # ---- the classifier update
     def optimizer(self, p, steps_per_epoch):
-        "Phase 0: the shared recipe; later phases: RAdam (the paper) or SGD at `inc_lr`."
-        if p.t == 0: return super().optimizer(p, steps_per_epoch)
+        "Phase 0: the shared recipe (with Nesterov momentum if `nesterov`); later phases: RAdam (the paper; decoupled weight decay if `decoupled_wd`) or SGD at `inc_lr`."
+        if p.t == 0:
+            opt, sched = super().optimizer(p, steps_per_epoch)
+            if isinstance(opt, torch.optim.SGD) and self.cfg.nesterov and self.cfg.momentum > 0:
+                for g in opt.param_groups: g['nesterov'] = True   # the paper's first task: Nesterov momentum
+            return opt, sched
         cfg = self.cfg; lr = cfg.inc_lr
         groups = [{**g, 'lr': lr * g.pop('lr_scale', 1.0)} for g in self.param_groups(p)]
         groups = [g for g in groups if len(g['params'])]
-        opt = (torch.optim.RAdam(groups, lr=lr, weight_decay=cfg.weight_decay) if cfg.inc_optimizer == 'radam' else
+        opt = (torch.optim.RAdam(groups, lr=lr, weight_decay=cfg.weight_decay, decoupled_weight_decay=cfg.decoupled_wd) if cfg.inc_optimizer == 'radam' else
                torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
         return opt, make_schedule(opt, cfg, self.epochs(p), steps_per_epoch)
 
