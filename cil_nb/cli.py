@@ -269,10 +269,11 @@ def _oserror_line(e: OSError) -> str:
 
 def main(prog: str, body):
     "Run `body()`; bad input, a full disk, an unreadable file and Ctrl-C each end with one line on stderr and a non-zero exit."
-    try: body()
+    try: body(); close_distributed()   # under torchrun: every process leaves the group together
     except CILError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt: print(f'{prog}: interrupted; continue with --resume', file=sys.stderr); sys.exit(130)
     except OSError as e: print(f'{prog}: error: {_oserror_line(e)}', file=sys.stderr); sys.exit(1)
+    finally: close_distributed(wait=False)
 
 def set_threads(n):
     if n is not None:

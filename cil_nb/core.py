@@ -12,8 +12,8 @@ import torch
 # %% auto #0
 __all__ = ['in_test', 'CILError', 'check', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'file_mode',
            'atomic_write', 'atomic_save', 'atomic_write_text', 'atomic_write_json', 'clean_tmp', 'RunLock',
-           'world_size', 'rank', 'local_rank', 'is_distributed', 'is_main', 'init_distributed', 'broadcast_object',
-           'on_main', 'broadcast_module', 'all_sum']
+           'world_size', 'rank', 'local_rank', 'is_distributed', 'is_main', 'init_distributed', 'close_distributed',
+           'broadcast_object', 'on_main', 'broadcast_module', 'all_sum']
 
 # %% ../nbs/00_core.ipynb #daefc5bb
 def in_test() -> bool:
@@ -187,6 +187,14 @@ def init_distributed(device='cpu') -> torch.device:
         check(tdist.is_available(), 'this torch has no torch.distributed: run in one process (without torchrun)')
         tdist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return device
+
+def close_distributed(wait: bool = True):
+    """Leave the process group, once, at the end of a process's run (`wait`: after every process got there). A process that
+    exits with gloo's threads still running is aborted by the C++ runtime ('terminate called without an active exception')."""
+    if not (tdist.is_available() and tdist.is_initialized()): return
+    try:
+        if wait: tdist.barrier()
+    finally: tdist.destroy_process_group()
 
 # %% ../nbs/00_core.ipynb #35a854fc
 def _to(obj, device):

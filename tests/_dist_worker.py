@@ -3,7 +3,7 @@ ended with (scores, a hash of its model and memory) to <out>/rank<r>.json, so th
 import sys, json, hashlib
 from pathlib import Path
 import torch
-from cil_nb.core import rank, world_size
+from cil_nb.core import rank, world_size, close_distributed
 from cil_nb.data import make_synthetic, Scenario
 from cil_nb.learner import get_method, run
 from cil_nb.cli import load_methods
@@ -25,3 +25,4 @@ if __name__ == '__main__':
         'world': world_size(), 'summary': res.to_dict()['summary'], 'acc': [float(a) for a in res.metrics.acc('cnn')],
         'model': sha(m.model.state_dict().values()), 'memory': sha([t for t in mem if t is not None]),
         'processes': res.runtime.get('processes'), 'history': res.history}))
+    close_distributed()   # leave the process group before exiting (else gloo's threads may abort the process)
