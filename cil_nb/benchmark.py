@@ -117,52 +117,80 @@ def bench_folders(methods: list, seeds, out) -> dict:
     return {(getattr(m, 'label', m.name), s): Path(out) / label_folder(getattr(m, 'label', m.name)) / f'seed{s}'
             for m in methods for s in seeds}
 
+def _bench_cell(m: Method, sc: Scenario, device, s: int, folder, resume: bool, overwrite: bool, pictures: bool,
+                threads: int | None = None):
+    "One (method, seed) run of a benchmark, in this process or in a worker of `--jobs`: returns (Result, how it ran)."
+    if threads is not None: torch.set_num_threads(threads)
+    label = getattr(m, 'label', m.name); mi = _fresh(m)
+    ck = folder is not None and (folder / 'checkpoint.pt').exists()
+    prev = None
+    if resume and ck and (folder / 'results.json').exists():
+        try: prev = Result.load(folder / 'results.json')
+        except CILError: prev = None
+    done_before = prev is not None and len(prev.phase_seconds) == sc.n_phases and all(k in prev.extras for k in _BENCH_KEYS)
+    if pictures and folder is not None:
+        rec = mi.record
+        def record(extras, p, mi=mi, rec=rec, folder=folder):
+            extras = rec(extras, p)
+            pics = save_phase_pictures(mi, p, folder)
+            if pics: extras.setdefault('pictures', {})[str(p.t)] = pics
+            return extras
+        mi.record = record
+    if device.type == 'cuda': torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter(); ran = []
+    r = run(mi, sc, device=device, seed=s, out=folder, resume=resume and ck, overwrite=overwrite,
+            log=lambda line: ran.append(line) if line.startswith('phase ') else None, progress=False)
+    if done_before:      # finished in an earlier call: checked against its checkpoint, its costs kept
+        r.extras.update({k: prev.extras[k] for k in _BENCH_KEYS}); how = 'finished before'
+    else:                # the phases restored from a checkpoint count with the time they took then
+        before = sum(r.phase_seconds[:len(r.phase_seconds) - len(ran)])
+        r.extras.update(wall_seconds=time.perf_counter() - t0 + before, peak_memory_mb=peak_memory_mb(device),
+                        train_images_per_second=train_images_per_second(r))
+        how = f'resumed after phase {len(r.phase_seconds) - len(ran) - 1}' if resume and ck else ''
+    if folder is not None: r.save(folder / 'results.json')
+    return r, how
+
+def _cell_line(label, s, r, how) -> str:
+    return (f'{label:<14} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
+            + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
+
 def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=None, log=print, pictures: bool = True,
-              resume: bool = False, overwrite: bool = False) -> dict:
-    "Run every method or variant (instances, e.g. from `cli.prepare`) on `sc` once per seed; returns label -> list of `Result`."
+              resume: bool = False, overwrite: bool = False, jobs: int = 1, threads: int | None = None) -> dict:
+    """Run every method or variant (instances, e.g. from `cli.prepare`) on `sc` once per seed; returns label -> list of `Result`.
+    `jobs` > 1 (CPU only) runs that many (method, seed) runs at once, each in a fresh process with `threads` threads (default 1):
+    the same figures as `jobs=1` at that thread count, in about 1/jobs of the time on a machine with `jobs` idle cores."""
     check(len(methods) > 0, 'benchmark needs at least one method')
     check(len(seeds) > 0 and len(set(seeds)) == len(seeds), f'seeds must be distinct and at least one, got {list(seeds)}')
     labels = [getattr(m, 'label', m.name) for m in methods]
     check(len(set(labels)) == len(labels), f'each method or variant must appear once, got {labels}')
+    check(isinstance(jobs, int) and jobs >= 1, f'--jobs must be an integer >= 1, got {jobs!r}')
     device = get_device(device); out = Path(out) if out is not None else None
+    check(jobs == 1 or device.type == 'cpu', f'--jobs {jobs} runs parallel CPU processes; on {device.type} use --jobs 1 '
+          '(or torchrun for several GPUs)')
     check(out is not None or not resume, 'resume needs the output folder (out=/--out)')
     folders = bench_folders(methods, seeds, out) if out is not None else {}
     if out is not None: check_out(folders, resume, overwrite)   # refuse before anything runs (see `cli.check_out`)
-    results = {}
-    for m, label in zip(methods, labels):
-        results[label] = []
-        for i, s in enumerate(seeds):
-            mi = _fresh(m); folder = folders.get((label, s))
-            ck = folder is not None and (folder / 'checkpoint.pt').exists()
-            prev = None
-            if resume and ck and (folder / 'results.json').exists():
-                try: prev = Result.load(folder / 'results.json')
-                except CILError: prev = None
-            done_before = prev is not None and len(prev.phase_seconds) == sc.n_phases and all(k in prev.extras for k in _BENCH_KEYS)
-            if pictures and folder is not None and i == 0:
-                rec = mi.record
-                def record(extras, p, mi=mi, rec=rec, folder=folder):
-                    extras = rec(extras, p)
-                    pics = save_phase_pictures(mi, p, folder)
-                    if pics: extras.setdefault('pictures', {})[str(p.t)] = pics
-                    return extras
-                mi.record = record
-            if device.type == 'cuda': torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter(); ran = []
-            r = run(mi, sc, device=device, seed=s, out=folder, resume=resume and ck, overwrite=overwrite,
-                    log=lambda line: ran.append(line) if line.startswith('phase ') else None, progress=False)
-            if done_before:      # finished in an earlier call: checked against its checkpoint, its costs kept
-                r.extras.update({k: prev.extras[k] for k in _BENCH_KEYS}); how = 'finished before'
-            else:                # the phases restored from a checkpoint count with the time they took then
-                before = sum(r.phase_seconds[:len(r.phase_seconds) - len(ran)])
-                r.extras.update(wall_seconds=time.perf_counter() - t0 + before, peak_memory_mb=peak_memory_mb(device),
-                                train_images_per_second=train_images_per_second(r))
-                how = f'resumed after phase {len(r.phase_seconds) - len(ran) - 1}' if resume and ck else ''
-            if folder is not None: r.save(folder / 'results.json')
-            results[label].append(r)
-            log(f'{label:<14} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
-                + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
-    return results
+    cells = [(m, label, i, s) for m, label in zip(methods, labels) for i, s in enumerate(seeds)]
+    done = {}
+    if jobs == 1:
+        for m, label, i, s in cells:
+            r, how = _bench_cell(m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0)
+            done[label, s] = r; log(_cell_line(label, s, r, how))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        ex = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=mp.get_context('spawn'), max_tasks_per_child=1)
+        try:
+            futs = {ex.submit(_bench_cell, m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0, threads or 1):
+                    (label, s) for m, label, i, s in cells}
+            for f in as_completed(futs):
+                label, s = futs[f]; r, how = f.result()
+                done[label, s] = r; log(_cell_line(label, s, r, how))
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True); raise
+        ex.shutdown()
+    return {label: [done[label, s] for s in seeds] for label in labels}
+
 
 # %% ../nbs/20_benchmark.ipynb #22ef6000
 def _ms(v, digits=2):
@@ -215,7 +243,7 @@ def _machine(device) -> str:
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{device.type}, {torch.get_num_threads()} threads'
 
-def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | None = None) -> Path:
+def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | None = None, jobs: int = 1) -> Path:
     "Write `out/results.md`, `out/curves.png` and `out/bench.json`; returns the path of results.md."
     out = Path(out)
     cfgs = {k: rs[0].config for k, rs in results.items()}
@@ -223,7 +251,7 @@ def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | N
           f'Mean ± std over seeds {[r.seed for r in next(iter(results.values()))]}; A_avg is the average incremental accuracy '
           f'over all phases, the first included; forgetting is the average forgetting of the CNN head. Backbones: '
           + ', '.join(f'{k} {c["backbone"]} ({c["epochs"]} epochs a phase)' for k, c in cfgs.items())
-          + f'. Machine: {_machine(device)}, torch {torch.__version__} (small-run figures move with the thread count).']
+          + f'. Machine: {_machine(device)}' + (f', {jobs} runs at once' if jobs > 1 else '') + f', torch {torch.__version__} (small-run figures move with the thread count).']
     if command: md += ['', f'Command: `{command}`']
     path = atomic_write_text('\n'.join(md) + '\n', out / 'results.md')
     fig, ax = plt.subplots(figsize=(6.5, 4.2)); plot_bench_curves(results, ax=ax, title=f'{sc.data.name}: mean over seeds')
@@ -249,9 +277,12 @@ def cil_nb_bench(argv=None, **kw):
                      'finetune,icarl,lucir', 'runs/bench')
     p.add_argument('--seeds', default='0,1,2', help='seeds of the runs, comma-separated')
     p.add_argument('--no_pictures', action='store_true', help='do not write per-phase pictures')
+    p.add_argument('--jobs', type=int, default=1, help='CPU only: run this many (method, seed) runs at once, each in its own '
+                   'process with --threads threads (default 1); same figures as --jobs 1 at that thread count')
     args = _argv(argv, kw); a = p.parse_args(args)
     def body():
-        set_threads(a.threads)
+        set_threads(a.threads if a.jobs == 1 else (a.threads or 1))
+        check(a.jobs >= 1, f'--jobs must be >= 1, got {a.jobs}')
         sd = _parse_seeds(a.seeds)
         methods, sc, dev, o = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
                                       a.size, a.epochs, sd[0], a.order_seed, a.device, a.out, a.preset, a.download,
@@ -262,8 +293,9 @@ def cil_nb_bench(argv=None, **kw):
             if gone: print(f'removed {len(gone)} temporary file(s) left in {o} by an interrupted write')
             print(sc.card())
             print(machine_note(dev))
-            res = benchmark(methods, sc, dev, sd, o, pictures=not a.no_pictures, resume=a.resume, overwrite=a.overwrite)
-            path = write_bench(res, sc, o, dev, command='cil_nb_bench ' + ' '.join(a for a in args if a not in ('--resume', '--overwrite')))
+            res = benchmark(methods, sc, dev, sd, o, pictures=not a.no_pictures, resume=a.resume, overwrite=a.overwrite,
+                            jobs=a.jobs, threads=a.threads)
+            path = write_bench(res, sc, o, dev, command='cil_nb_bench ' + ' '.join(a for a in args if a not in ('--resume', '--overwrite')), jobs=a.jobs)
         print(); print(bench_table(res))
         print(f'\nresults in {o.absolute()}: {path.name}, curves.png, bench.json, and <method-or-variant>/seed<s>/ for each run')
     main('cil_nb_bench', body)

@@ -123,3 +123,17 @@ def test_method_pictures(tmp_path):
         assert set(pics) == want, (name, set(pics))
         paths = save_phase_pictures(m, sc[1], tmp_path / name)
         assert all(Path(p).stat().st_size > 100 for p in paths.values())
+
+def test_jobs_match_one_process(tmp_path):
+    "--jobs 2 runs (method, seed) cells in two one-thread processes: the same accuracies as one process at one thread."
+    kw = dict(method='finetune,icarl', dataset='synthetic', seeds='0,1', epochs=1, no_pictures=True)
+    cil_nb_bench(out=str(tmp_path / 'a'), threads=1, **kw)
+    cil_nb_bench(out=str(tmp_path / 'b'), jobs=2, **kw)
+    for m in ('finetune', 'icarl'):
+        for s in (0, 1):
+            ra, rb = (Result.load(tmp_path / d / m / f'seed{s}' / 'results.json') for d in 'ab')
+            for h in ra.heads: assert np.array_equal(ra.metrics.acc(h), rb.metrics.acc(h)), (m, s, h)
+            assert rb.runtime['threads'] == 1 and rb.extras['wall_seconds'] > 0
+    assert '2 runs at once' in (tmp_path / 'b' / 'results.md').read_text()
+    with pytest.raises(SystemExit) as e: cil_nb_bench(out=str(tmp_path / 'c'), jobs=0, **kw)
+    assert e.value.code == 2 and not (tmp_path / 'c' / 'finetune').exists()

@@ -208,7 +208,7 @@ class FosterConfig(Config):
     autoaugment: str | None = 'cifar10' # FOSTER's CIFAR recipe: brightness 63/255, AutoAugment (CIFAR-10 policy), Cutout 16
     cutout_size: int = 16
     brightness: float = 63 / 255
-    SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=4, beta1=0.97, memory=None, autoaugment=None,
+    SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=12, beta1=0.97, memory=None, autoaugment=None,
                                  cutout_size=0, brightness=0.0)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, memory=2000)   # CIFAR-100 B50 + 5 x 10
 
