@@ -79,3 +79,167 @@ def test_cim_runs_resumes_and_respects_budget():
     assert torch.equal(torch.cat([p.flatten() for p in m2.masknet.phi()]), torch.cat([p.flatten() for p in m.masknet.phi()]))
     assert m2.memory.cost() == m.memory.cost()
     with pytest.raises(CILError, match="mask must be"): get_method('cim', mask='box', **kw).setup(sc, 'cpu')
+
+
+# ---- the switches toward the released code (CIMConfig / FosterConfig): each one changes what it says it changes
+import torch.nn.functional as F
+from torch.func import functional_call
+from cil_nb.memory import extract_features, nme_predict
+from cil_nb.methods.cim import CIMConfig, FosterConfig
+
+KW = dict(per_class=3, epochs=1, compress_epochs=1, batch_size=10, cam_interval=1, meta_batch=4)
+FOSTER_KEYS = set(FosterConfig.__dataclass_fields__)
+
+
+def _scenario():
+    return Scenario(make_synthetic(n_classes=4, n_train=10, n_test=4, size=16, channels=1), base=2, increment=2)
+
+
+def at_phase1(method='cim', boosted=True, **kw):
+    "A method trained through phase 0, with phase 1 begun (its teacher built) and, if `boosted`, trained (1 epoch a stage)."
+    sc = _scenario(); kw = {**KW, **kw}
+    m = get_method(method, **({k: v for k, v in kw.items() if k in FOSTER_KEYS} if method == 'foster' else kw))
+    run(m, sc, device='cpu', seed=0, log=lambda s: None, progress=False, phases=1)
+    p = sc[1]; m.before_phase(p)
+    if boosted: m.fit_phase(p)
+    return m, sc, p
+
+
+@pytest.mark.parametrize('kw, msg', [(dict(mask_stage='both'), 'mask_stage must be'), (dict(lookahead_bn='frozen'), 'lookahead_bn must be'),
+                                     (dict(box_net='old'), 'box_net must be'), (dict(alignment='sum'), 'alignment must be'),
+                                     (dict(feature_net='old'), 'feature_net must be')])
+def test_switches_reject_unknown_values(kw, msg):
+    with pytest.raises(CILError, match=msg): get_method('cim', **KW, **kw).setup(_scenario(), 'cpu')
+
+
+def test_switches_parse_as_bench_variants():
+    c = CIMConfig.preset().with_settings('mask_stage=boost,lookahead_bn=eval,boost_compression=true,box_net=teacher,alignment=nominal,feature_net=teacher')
+    assert (c.mask_stage, c.lookahead_bn, c.boost_compression, c.box_net, c.alignment, c.feature_net) == ('boost', 'eval', True, 'teacher', 'nominal', 'teacher')
+    d = CIMConfig.preset()   # the defaults: this package's choices
+    assert (d.mask_stage, d.lookahead_bn, d.boost_compression, d.box_net, d.alignment, d.feature_net) == ('compress', 'train', False, 'student', 'counts', 'student')
+    with pytest.raises(CILError, match='not allowed'): CIMConfig.preset().with_settings('box_net=old')
+    assert FosterConfig.preset().with_settings('alignment=nominal').alignment == 'nominal'
+
+
+def test_alignment_nominal_counts_each_old_class_as_the_memory_a_class():
+    for al in ('counts', 'nominal'):
+        m, sc, p = at_phase1(alignment=al, boosted=False)
+        old0 = sc[0].train_idx[m.train_y[sc[0].train_idx] == 0][:7]     # class 0 holds 7 compressed exemplars, 3 units' worth
+        m.memory.add(0, m.train_x[old0], old0, torch.tensor([[4, 8, 4, 8]] * 7))
+        assert m.memory.cost()[0] <= 3
+        x, y = m.training_data(p)
+        n = m.class_counts(y, p).cpu()
+        assert n[p.n_old:].tolist() == [10, 10]                             # new classes: their counts either way
+        assert n[:p.n_old].tolist() == ([7, len(m.memory.x[1])] if al == 'counts' else [3, 3])
+        m.fit_phase(p)                                                      # the weights of both stages come from these counts
+        assert torch.allclose(m.w1.cpu(), effective_weights(n, m.cfg.beta1)) and torch.allclose(m.w2.cpu(), effective_weights(n, m.cfg.beta2))
+
+
+def test_feature_net_teacher_herds_and_runs_nme_on_the_teachers_features():
+    m, sc, p = at_phase1('foster', feature_net='teacher')
+    t, d = m.teacher, m.model.out_dim
+    m.after_phase(p)
+    for lab in p.labels:
+        idx = p.train_idx[m.train_y[p.train_idx] == lab]
+        f = extract_features(t.features, m.train_x[idx], m.prep)
+        assert f.shape[1] == 2 * d
+        assert torch.equal(m.memory.idx[lab], idx[herding(f, 3)])
+    assert m.means.shape == (p.n_seen, 2 * d)
+    xt = m.test_x[p.test_idx]
+    pred = m.predict_heads(xt, ['cnn', 'nme'])
+    assert torch.equal(pred['nme'], nme_predict(extract_features(t.features, xt, m.prep), m.means))
+    assert torch.equal(pred['cnn'], m.predict(xt, 'cnn'))
+    m2, _, p2 = at_phase1('foster'); m2.after_phase(p2)                     # the default: the student's features
+    assert m2.means.shape == (p2.n_seen, d)
+
+
+def _two_batches(m, p, n=4):
+    x, y = m.training_data(p)
+    i = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:2 * n]
+    return m.prep(x[i[:n]]), y[i[:n]], m.prep(x[i[n:]]), y[i[n:]]
+
+
+def test_mask_stage_boost_trains_phi_on_the_teacher_with_the_boosting_loss():
+    m, sc, p = at_phase1(mask_stage='boost', lookahead_bn='eval', boosted=False)
+    x, y = m.training_data(p); m.w1 = effective_weights(m.class_counts(y, p), m.cfg.beta1)   # as fit_phase sets it
+    xb, yb, xb2, yb2 = _two_batches(m, p)
+    tm = m.teacher_masknet()
+    phi0, old0 = [q.detach().clone() for q in m.masknet.phi()], [q.clone() for q in m.old_acts.parameters()]
+    new0 = {k: v.clone() for k, v in m.teacher.new.state_dict().items()}
+    with torch.no_grad():                                                   # the inner loss it should use: FOSTER's boosting loss on the blends
+        tm.eval(); cam = minmax(tm.cam(tm(xb, rational=True)[-1], yb, xb.shape[-2:]))[:, None]
+        want = m.boost_terms(*m.teacher.eval()(cam * xb + (1 - cam) * down_up(xb, m.cfg.eta)), yb)[0].item()
+    log = m.meta_step(xb, yb, xb2, yb2, 0.01, torch.optim.Adam(m.masknet.phi(), lr=0.01), 1.0, stage='boost')
+    assert abs(log['inner'] - want) < 1e-4
+    assert any(not torch.equal(a, b) for a, b in zip(phi0, m.masknet.phi()))   # phi got a gradient (Adam moves nothing without one)
+    assert all(torch.equal(a, b) for a, b in zip(old0, m.old_acts.parameters()))   # the old backbone's copy is frozen
+    assert all(torch.equal(v, m.teacher.new.state_dict()[k]) for k, v in new0.items())   # theta+ is only a look-ahead
+    # in a whole phase the bilevel steps follow the boosting epochs, not the compression ones (the default's)
+    for stage in ('boost', 'compress'):
+        m, sc, p = at_phase1(mask_stage=stage)
+        assert {(d['phase'], d['stage']) for d in m.meta_log} == {(0, 'base'), (1, stage)}
+
+
+def test_lookahead_bn_eval_uses_the_running_statistics():
+    for bn in ('train', 'eval'):
+        m, sc, p = at_phase1(lookahead_bn=bn, boosted=False)
+        xb, yb, xb2, yb2 = _two_batches(m, p)
+        mn = m.masknet
+        stats = {k: v.clone() for k, v in m.model.state_dict().items() if 'running' in k or 'num_batches' in k}
+        with torch.no_grad():
+            mn.eval(); div_eval = F.cross_entropy(mn(xb, rational=True)[0], yb).item()
+            mn.train(); bufs = {k: v.clone() for k, v in mn.named_buffers()}
+            div_train = F.cross_entropy(functional_call(mn, bufs, (xb,), {'rational': True})[0], yb).item()
+        log = m.meta_step(xb, yb, xb2, yb2, 0.01, torch.optim.Adam(mn.phi(), lr=0.01), 1.0)
+        assert abs(div_eval - div_train) > 1e-3
+        assert abs(log['div'] - (div_eval if bn == 'eval' else div_train)) < 1e-5
+        assert all(torch.equal(v, m.model.state_dict()[k]) for k, v in stats.items())   # the network's own statistics never move
+
+
+def test_boost_compression_compresses_new_data_while_boosting():
+    for bc in (False, True):
+        m, sc, p = at_phase1(boost_compression=bc, aug_step=1.0, boosted=False)
+        x, y = m.training_data(p); n_new = len(p.train_idx)
+        m.before_epoch(p, 'boost', 1, 4)                                  # epoch 1 of 4 (cam_interval 1): new boxes, p = 1
+        xb = m.batch_images(x, torch.arange(len(x)), 'boost', 1, 4, torch.Generator().manual_seed(0))
+        assert torch.equal(xb[n_new:], x[n_new:])                         # exemplars: already compressed by the memory
+        if not bc:
+            assert m.new_boxes is None and torch.equal(xb, x); continue
+        assert torch.equal(m.new_boxes, m.boxes(m.train_x[p.train_idx], m.train_y[p.train_idx]))
+        assert torch.equal(xb[:n_new], compress(x[:n_new], m.new_boxes, m.cfg.eta)) and not torch.equal(xb[:n_new], x[:n_new])
+
+
+def test_box_net_teacher_takes_boxes_from_the_teachers_cam():
+    m, sc, p = at_phase1(box_net='teacher', mask='cam')
+    idx = p.train_idx; xs, ys = m.train_x[idx], m.train_y[idx]
+    t = m.teacher.eval()
+    with torch.no_grad():                                                 # the teacher's CAM, by hand: joint head over both backbones' maps
+        xp = m.prep(xs)
+        cam = class_activation_map(torch.cat([t.old.backbone.fmap(xp), t.new.fmap(xp)], 1), torch.cat(list(t.head.weights)), t.new.pool, ys)
+        z = t(xp)[0]
+    assert torch.allclose(cam.sum((1, 2)), z.gather(1, ys[:, None])[:, 0] - torch.cat(list(t.head.biases))[ys], atol=1e-4)
+    big = F.interpolate(cam[:, None], size=xs.shape[-2:], mode='bilinear', align_corners=False)[:, 0]
+    want = boxes_from_maps(big, m.cfg.tau)
+    assert torch.allclose(m.cam_maps(xs, ys), big, atol=1e-5) and torch.equal(m.boxes(xs, ys), want)
+    m.after_phase(p)                                                      # the new exemplars keep the teacher's boxes
+    pos = {int(i): k for k, i in enumerate(idx)}
+    for lab in p.labels: assert torch.equal(m.memory.box[lab], want[[pos[int(i)] for i in m.memory.idx[lab]]])
+    m.cfg = m.cfg.replace(box_net='student')                              # the default: the student's CAM, another map
+    assert not torch.allclose(m.cam_maps(xs, ys), big, atol=1e-3)
+
+
+def test_mask_cam_uses_the_plain_cam_at_the_same_budget():
+    sc, ms = _scenario(), {}
+    for mask in ('cim', 'cam'):
+        ms[mask] = m = get_method('cim', mask=mask, **KW)
+        r = run(m, sc, device='cpu', seed=0, log=lambda s: None, progress=False)
+        assert len(r.extras['memory_per_class']) == sc.n_phases and all(u <= 3 + 1e-9 for u in r.extras['memory_per_class'])
+        assert all(v <= 3 + 1e-9 for v in m.memory.cost().values())
+    mc, mp = ms['cim'], ms['cam']
+    init = [q for _ in mp.masknet.acts for q in Rational(*mp.cfg.degrees).parameters()]
+    assert mp.meta_log == [] and all(torch.equal(a, b) for a, b in zip(mp.masknet.phi(), init))   # phi never trained
+    assert len(mc.meta_log) > 0 and not all(torch.equal(a, b) for a, b in zip(mc.masknet.phi(), init))
+    xs, ys = mp.train_x[:8], mp.train_y[:8]
+    with torch.no_grad(): plain = mp.masknet.cam(mp.model.backbone.fmap(mp.prep(xs)), ys, xs.shape[-2:])
+    assert torch.allclose(mp.cam_maps(xs, ys), plain, atol=1e-6)          # mask='cam': the plain network's CAM
+    assert not torch.allclose(mc.cam_maps(xs, ys), mc.cam_maps(xs, ys, rational=False), atol=1e-4)   # 'cim': the rational one

@@ -20,9 +20,9 @@ from ..learner import *
 
 # %% auto #0
 __all__ = ['down_up', 'box_mask', 'compress', 'full_boxes', 'memory_cost', 'boxes_from_maps', 'class_activation_map',
-           'relu_rational_coeffs', 'Rational', 'relu_sites', 'MaskNet', 'minmax', 'effective_weights', 'soft_ce',
-           'FosterTeacher', 'FosterConfig', 'Foster', 'n_within_budget', 'select_within_budget', 'BoxMemory',
-           'CIMConfig', 'CIM']
+           'relu_rational_coeffs', 'Rational', 'relu_sites', 'rational_fmap', 'head_cam', 'MaskNet', 'minmax',
+           'effective_weights', 'soft_ce', 'FosterTeacher', 'FosterConfig', 'Foster', 'n_within_budget',
+           'select_within_budget', 'BoxMemory', 'TeacherMaskNet', 'CIMConfig', 'CIM']
 
 # %% ../../nbs/14_methods.cim.ipynb #e25b3080
 def down_up(x: torch.Tensor, eta: float = 4.0) -> torch.Tensor:
@@ -117,6 +117,22 @@ def relu_sites(bb: ResNet) -> int:
     check(isinstance(bb, ResNet), f'the mask model needs one of our ResNet backbones, got {type(bb).__name__}')
     return 1 + sum(1 + int(blk.last_relu) for layer in bb.layers for blk in layer)
 
+def rational_fmap(bb: ResNet, acts, x):
+    "The last feature map of backbone `bb` with its ReLUs replaced, in order, by the activations `acts`."
+    acts = iter(acts)
+    x = next(acts)(bb.stem[1](bb.stem[0](x)))
+    for layer in bb.layers:
+        for blk in layer:
+            out = next(acts)(blk.n1(blk.conv1(x)))
+            out = blk.n2(blk.conv2(out)) + blk.shortcut(x)
+            x = next(acts)(out) if blk.last_relu else out
+    return x
+
+def head_cam(head, pool: nn.Module, fm, labels, size=None):
+    "CAMs of `labels` for the weight rows of `head` on `pool(fm)`, bilinearly resized to `size` (H, W) if given."
+    cam = class_activation_map(fm, torch.cat(list(head.weights)), pool, labels)
+    return cam if size is None else F.interpolate(cam[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
+
 class MaskNet(nn.Module):
     "CIM's mask model: the wrapped CIL network with each ReLU replaced by a learnable `Rational` (used only for CAMs)."
     def __init__(self, net: CILNet, p: int = 6, q: int = 5):
@@ -124,24 +140,14 @@ class MaskNet(nn.Module):
         self.net = net
         self.acts = nn.ModuleList(Rational(p, q) for _ in range(relu_sites(net.backbone)))
     def fmap(self, x, rational: bool = True):
-        bb = self.net.backbone
-        if not rational: return bb.fmap(x)
-        acts = iter(self.acts)
-        x = next(acts)(bb.stem[1](bb.stem[0](x)))
-        for layer in bb.layers:
-            for blk in layer:
-                out = next(acts)(blk.n1(blk.conv1(x)))
-                out = blk.n2(blk.conv2(out)) + blk.shortcut(x)
-                x = next(acts)(out) if blk.last_relu else out
-        return x
+        return rational_fmap(self.net.backbone, self.acts, x) if rational else self.net.backbone.fmap(x)
     def forward(self, x, rational: bool = True):
         "Logits and the last feature map."
         fm = self.fmap(x, rational)
         return self.net.head(self.net.backbone.pool(fm).flatten(1)), fm
     def cam(self, fm, labels, size=None):
         "CAMs of `labels` from feature maps `fm`, bilinearly resized to `size` (H, W) if given."
-        cam = class_activation_map(fm, torch.cat(list(self.net.head.weights)), self.net.backbone.pool, labels)
-        return cam if size is None else F.interpolate(cam[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
+        return head_cam(self.net.head, self.net.backbone.pool, fm, labels, size)
     def phi(self) -> list: return list(self.acts.parameters())
 
 def minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -187,6 +193,10 @@ class FosterTeacher(nn.Module):
         with torch.no_grad(): f_old = self.old.backbone(x); z_old = self.old.head(f_old)
         f_new = self.new(x)
         return self.head(torch.cat([f_old, f_new.to(f_old.dtype)], 1)), self.aux(f_new), z_old
+    def features(self, x):
+        "The concatenated features [old, new] that the joint head reads (FOSTER's code herds on them and runs NME with them)."
+        with torch.no_grad(): f_old = self.old.backbone(x)
+        return torch.cat([f_old.float(), self.new(x).float()], 1)
 
 # %% ../../nbs/14_methods.cim.ipynb #1b8fd3aa
 @dataclass
@@ -208,6 +218,8 @@ class FosterConfig(Config):
     autoaugment: str | None = 'cifar10' # FOSTER's CIFAR recipe: brightness 63/255, AutoAugment (CIFAR-10 policy), Cutout 16
     cutout_size: int = 16
     brightness: float = 63 / 255
+    alignment: str = 'counts'           # 'counts' or 'nominal': an old class in the class-balanced weights counts its exemplars, or the nominal memory a class (released code)
+    feature_net: str = 'student'        # 'student' or 'teacher': whose features herding and NME use after phase 0 (released code: the teacher, both backbones)
     SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=12, beta1=0.97, memory=None, autoaugment=None,
                                  cutout_size=0, brightness=0.0)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, memory=2000)   # CIFAR-100 B50 + 5 x 10
@@ -222,6 +234,8 @@ class Foster(Method):
         check(c.head == 'linear', f'FOSTER needs the linear head, got head={c.head!r}')
         check(0 <= c.beta1 < 1 and 0 <= c.beta2 < 1, f'beta1 and beta2 must be in [0, 1), got {c.beta1}, {c.beta2}')
         check(c.compress_epochs >= 0, f'compress_epochs must be >= 0, got {c.compress_epochs}')
+        check(c.alignment in ('counts', 'nominal'), f"alignment must be 'counts' or 'nominal', got {c.alignment!r}")
+        check(c.feature_net in ('student', 'teacher'), f"feature_net must be 'student' or 'teacher', got {c.feature_net!r}")
         self.teacher = None
     @property
     def heads(self): return ['cnn', 'nme']
@@ -234,19 +248,23 @@ class Foster(Method):
         base = self.cfg.base_epochs if self.cfg.base_epochs is not None else self.cfg.epochs
         return base if p.t == 0 else self.cfg.epochs + self.cfg.compress_epochs
 
-    def class_counts(self, y, n_seen: int) -> torch.Tensor:
-        "Training images a class in this phase (new data plus exemplars): a count, not PyCIL's sum of indices."
-        return torch.bincount(y, minlength=n_seen).to(self.device)
+    def class_counts(self, y, p: Phase) -> torch.Tensor:
+        "Training images a class in phase `p` (new data plus exemplars; a count, not PyCIL's sum of indices); with alignment='nominal', each old class counts as the memory a class."
+        n = torch.bincount(y, minlength=p.n_seen).to(self.device)
+        if self.cfg.alignment == 'nominal': n[:p.n_old] = self.budget.per_class_after(p.n_old)
+        return n
 
     # -- the three losses
     def ce_loss(self, x, y):
         ce = F.cross_entropy(self.model(x), y); return ce, {'ce': ce}
-    def boost_loss(self, x, y):
-        z, z_fe, z_old = self.teacher(x); c = self.cfg
+    def boost_terms(self, z, z_fe, z_old, y):
+        "The boosting loss from the teacher's three outputs (also the inner loss of CIM's look-ahead with mask_stage='boost')."
+        c = self.cfg
         ce = F.cross_entropy(z.float() / self.w1, y)
         fe = c.lambda_fe * F.cross_entropy(z_fe.float(), y)
-        kd = c.lambda_okd * soft_ce(z[:, :self.teacher.n_old], z_old, c.T)
+        kd = c.lambda_okd * soft_ce(z[:, :z_old.shape[1]], z_old, c.T)
         return ce + fe + kd, {'ce': ce, 'fe': fe, 'kd': kd}
+    def boost_loss(self, x, y): return self.boost_terms(*self.teacher(x), y)
     def compress_loss(self, x, y):
         with torch.no_grad(): zt = self.teacher(x)[0]
         bkd = soft_ce(self.model(x), zt, self.cfg.T, self.w2)
@@ -291,13 +309,38 @@ class Foster(Method):
         if p.t == 0:
             h, n = self.train_stage(p, 'base', self.model, x, y, self.epochs(p), self.ce_loss, lr, c.weight_decay, progress)
             return {'history': h, 'images': n}
-        counts = self.class_counts(y, p.n_seen)
+        counts = self.class_counts(y, p)
         self.w1, self.w2 = effective_weights(counts, c.beta1).to(self.device), effective_weights(counts, c.beta2).to(self.device)
         hb, nb_ = self.train_stage(p, 'boost', self.teacher, x, y, c.epochs, self.boost_loss, lr, c.weight_decay, progress)
         self.teacher.eval()
         hc, nc = self.train_stage(p, 'compress', self.model, x, y, c.compress_epochs, self.compress_loss,
                                   c.compress_lr if c.compress_lr is not None else lr, 0., progress, ep0=c.epochs)
         return {'history': hb + hc, 'images': nb_ + nc}
+
+    # -- the features of herding and NME
+    def feature_fn(self):
+        "The student's features, or with feature_net='teacher' (while a teacher exists: phases >= 1) the teacher's concatenated ones."
+        if self.cfg.feature_net == 'teacher' and self.teacher is not None: self.teacher.eval(); return self.teacher.features
+        return self.model.features
+    def after_phase(self, p: Phase):
+        "Herding (on `feature_fn`'s features) and the class means, as for every method."
+        self.model.eval()
+        update_memory(self.memory, self.budget, self.feature_fn(), self.train_x, self.train_y, p.train_idx, p.labels,
+                      p.n_seen, self.prep, self.cfg.selection)
+        self.update_means(p)
+    def update_means(self, p: Phase):
+        self.means = class_means(self.feature_fn(), self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
+    @torch.no_grad()
+    def predict_heads(self, x, heads) -> dict:
+        "As every method's; with feature_net='teacher' (and a teacher), `nme` runs on the teacher's features."
+        if self.cfg.feature_net == 'student' or self.teacher is None or 'nme' not in heads: return super().predict_heads(x, heads)
+        rest = [h for h in heads if h != 'nme']
+        out = super().predict_heads(x, rest) if rest else {}
+        fn, nme = self.feature_fn(), []
+        for xb in x.split(self.cfg.eval_batch_size):
+            with self.autocast(): nme.append(nme_predict(fn(self.prep(xb)).float(), self.means))
+        out['nme'] = torch.cat(nme)
+        return {h: out[h] for h in heads}
 
     @torch.no_grad()
     def extra_heads(self, p: Phase) -> dict:
@@ -366,6 +409,25 @@ class BoxMemory(Memory):
         n, u = self.counts(), self.cost()
         return f'BoxMemory({len(self)} exemplars, {sum(u.values()):.1f} image units, {len(n)} classes, eta={self.eta})'
 
+# %% ../../nbs/14_methods.cim.ipynb #7c1e0a11
+class TeacherMaskNet(nn.Module):
+    "The mask model on FOSTER's boosted network: rational activations in both backbones (the old one's frozen), CAMs from its joint head."
+    def __init__(self, teacher: FosterTeacher, acts: nn.ModuleList, old_acts: nn.ModuleList):
+        super().__init__()
+        self.teacher, self.acts, self.old_acts = teacher, acts, old_acts
+    def forward(self, x, rational: bool = True):
+        "Logits of the boosted model, of its auxiliary head and of the old model, and the joint last feature map (old channels first)."
+        t = self.teacher
+        fo = rational_fmap(t.old.backbone, self.old_acts, x) if rational else t.old.backbone.fmap(x)
+        fn = rational_fmap(t.new, self.acts, x) if rational else t.new.fmap(x)
+        f_old, f_new = t.old.backbone.pool(fo).flatten(1), t.new.pool(fn).flatten(1)
+        return (t.head(torch.cat([f_old, f_new.to(f_old.dtype)], 1)), t.aux(f_new), t.old.head(f_old),
+                torch.cat([fo, fn.to(fo.dtype)], 1))
+    def cam(self, fm, labels, size=None):
+        "CAMs of `labels` from joint feature maps `fm`, with the boosted model's head."
+        return head_cam(self.teacher.head, self.teacher.new.pool, fm, labels, size)
+    def phi(self) -> list: return list(self.acts.parameters())
+
 # %% ../../nbs/14_methods.cim.ipynb #b6c12a89
 @dataclass
 class CIMConfig(FosterConfig):
@@ -387,6 +449,10 @@ class CIMConfig(FosterConfig):
     beta1: float = 0.97          # CIM's configs: beta1 = beta2 = 0.97
     autoaugment: str | None = 'imagenet'  # CIM's recipe: brightness 63/255 and AutoAugment's ImageNet policy, no Cutout
     cutout_size: int = 0
+    mask_stage: str = 'compress' # 'compress' or 'boost': after phase 0, phi trains on the student while compressing (inner loss CE), or on the teacher while boosting (inner loss: the boosting loss; released code)
+    lookahead_bn: str = 'train'  # 'train' or 'eval': BatchNorm in the look-ahead uses batch statistics, or the running ones (released code)
+    boost_compression: bool = False  # random compression of new data also while boosting (released code)
+    box_net: str = 'student'     # 'student' or 'teacher': whose CAM gives the boxes after phase 0 (released code: the teacher)
     SMALL: ClassVar[dict] = dict(cam_interval=2)
     paper_protocol: ClassVar[dict] = dict(base=10, increment=10, memory=2000)   # "learning from scratch": 10 phases, 2,000 in total
 
@@ -400,23 +466,37 @@ class CIM(Foster):
         check(c.eta >= 1, f'eta must be >= 1 (an area factor), got {c.eta}')
         check(0 < c.tau <= 1, f'tau must be in (0, 1], got {c.tau}')
         check(c.cam_interval >= 1, f'cam_interval must be >= 1, got {c.cam_interval}')
+        for k, ok in (('mask_stage', ('compress', 'boost')), ('lookahead_bn', ('train', 'eval')), ('box_net', ('student', 'teacher'))):
+            check(getattr(c, k) in ok, f"{k} must be {' or '.join(map(repr, ok))}, got {getattr(c, k)!r}")
         self.memory = BoxMemory(c.eta)
         self.masknet = MaskNet(self.model, *c.degrees).to(self.device)
-        self.new_boxes, self.meta_log = None, []
+        self.new_boxes, self.meta_log, self.old_acts = None, [], None
+
+    def before_phase(self, p: Phase):
+        super().before_phase(p); c = self.cfg
+        # phases >= 1, only where the teacher gets a mask model: its old backbone keeps phi as the phase found it, frozen
+        self.old_acts = copy_frozen(self.masknet.acts) if p.t > 0 and (c.mask_stage == 'boost' or c.box_net == 'teacher') else None
+    def teacher_masknet(self) -> TeacherMaskNet:
+        "The mask model on this phase's teacher: its new backbone shares phi with the student's `masknet`."
+        check(self.teacher is not None and self.old_acts is not None, "the teacher's mask model exists only in phases >= 1, with mask_stage='boost' or box_net='teacher'")
+        return TeacherMaskNet(self.teacher, self.masknet.acts, self.old_acts)
+    def box_masknet(self):
+        "The mask model whose CAMs give boxes: the student's, or with box_net='teacher' the teacher's while there is one."
+        return self.teacher_masknet() if self.cfg.box_net == 'teacher' and self.teacher is not None else self.masknet
 
     @property
     def rational(self): return self.cfg.mask == 'cim'
 
     @torch.no_grad()
     def cam_maps(self, x, labels, rational: bool | None = None) -> torch.Tensor:
-        "CAMs (B, H, W) of `labels` for stored images `x`, at image size (the mask model's when `mask='cim'`)."
+        "CAMs (B, H, W) of `labels` for stored images `x`, at image size, from `box_masknet` (with its rational activations when `mask='cim'`)."
         rational = self.rational if rational is None else rational
-        self.model.eval(); labels = torch.as_tensor(labels, device=self.device)
+        mn = self.box_masknet(); mn.eval(); labels = torch.as_tensor(labels, device=self.device)
         if labels.ndim == 0: labels = labels.expand(len(x))
         out = []
         for xb, yb in zip(x.split(self.cfg.eval_batch_size), labels.split(self.cfg.eval_batch_size)):
-            _, fm = self.masknet(self.prep(xb), rational=rational)
-            out.append(self.masknet.cam(fm.float(), yb, xb.shape[-2:]))
+            fm = mn(self.prep(xb), rational=rational)[-1]
+            out.append(mn.cam(fm.float(), yb, xb.shape[-2:]))
         return torch.cat(out) if out else torch.zeros(0, *x.shape[-2:], device=self.device)
 
     def boxes(self, x, labels, rational: bool | None = None) -> torch.Tensor:
@@ -427,41 +507,47 @@ class CIM(Foster):
 
     # -- random compression of new data
     def aug_prob(self, ep: int) -> float: return min(1., self.cfg.aug_step * (ep // self.cfg.cam_interval))
+    def compresses(self, stage: str) -> bool: return stage != 'boost' or self.cfg.boost_compression
     def before_epoch(self, p, stage, ep, epochs):
         self.n_new = len(p.train_idx)
-        if stage == 'boost' or self.aug_prob(ep) == 0 or ep % self.cfg.cam_interval: return
+        if not self.compresses(stage) or self.aug_prob(ep) == 0 or ep % self.cfg.cam_interval: return
         x = self.train_x[p.train_idx]
         self.new_boxes = self.boxes(x, self.train_y[p.train_idx])
     def batch_images(self, x, b, stage, ep, epochs, g):
         xb = x[b]; pr = self.aug_prob(ep)
-        if stage == 'boost' or pr == 0 or self.new_boxes is None: return xb
+        if not self.compresses(stage) or pr == 0 or self.new_boxes is None: return xb
         sel = (b < self.n_new) & (torch.rand(len(b), generator=g, device=self.device) < pr)
         if sel.any(): xb = xb.clone(); xb[sel] = compress(xb[sel], self.new_boxes[b[sel]], self.cfg.eta)
         return xb
 
     # -- the bilevel step on phi
-    def meta_step(self, xb, yb, xb2, yb2, lr_inner: float, opt, clip: float) -> dict:
-        "One unrolled bilevel update of the rational activations; returns the outer loss's parts."
-        mn, c = self.masknet, self.cfg
-        mn.train()
+    def meta_stage(self, p: Phase) -> str:
+        "The stage whose epochs end with bilevel steps on phi: phase 0's training, then compression or boosting (`mask_stage`)."
+        return 'base' if p.t == 0 else self.cfg.mask_stage
+    def meta_step(self, xb, yb, xb2, yb2, lr_inner: float, opt, clip: float, stage: str = 'compress') -> dict:
+        "One unrolled bilevel update of the rational activations (on the teacher, with the boosting loss inside, when `stage='boost'`); returns the losses."
+        c, boost = self.cfg, stage == 'boost'
+        mn = self.teacher_masknet() if boost else self.masknet
+        mn.train(c.lookahead_bn == 'train')        # BatchNorm: batch statistics, or (eval) the running ones
         bufs = {k: v.clone() for k, v in mn.named_buffers()}
-        theta = {k: v for k, v in mn.named_parameters() if k.startswith('net.backbone.') and v.requires_grad}
-        z_r, fm_r = functional_call(mn, bufs, (xb,), {'rational': True})
+        theta = {k: v for k, v in mn.named_parameters() if k.startswith('teacher.new.' if boost else 'net.backbone.') and v.requires_grad}
+        out_r = functional_call(mn, bufs, (xb,), {'rational': True}); z_r, fm_r = out_r[0], out_r[-1]
         cam = minmax(mn.cam(fm_r, yb, xb.shape[-2:]))[:, None]
         xhat = cam * xb + (1 - cam) * down_up(xb, c.eta)
-        z_in, _ = functional_call(mn, bufs, (xhat,), {'rational': False})
-        grads = torch.autograd.grad(F.cross_entropy(z_in, yb), list(theta.values()), create_graph=True)
+        out_in = functional_call(mn, bufs, (xhat,), {'rational': False})
+        inner = self.boost_terms(*out_in[:3], yb)[0] if boost else F.cross_entropy(out_in[0], yb)
+        grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
         theta_plus = {k: v - lr_inner * gr for (k, v), gr in zip(theta.items(), grads)}
-        z_out, _ = functional_call(mn, {**bufs, **theta_plus}, (xb2,), {'rational': False})
+        z_out = functional_call(mn, {**bufs, **theta_plus}, (xb2,), {'rational': False})[0]
         outer, div, reg = F.cross_entropy(z_out, yb2), F.cross_entropy(z_r, yb), cam.pow(2).mean()
         total = outer + c.div_coef * div + c.reg_coef * reg
         phi = mn.phi()
         for q, gr in zip(phi, torch.autograd.grad(total, phi)): q.grad = gr
         torch.nn.utils.clip_grad_norm_(phi, clip); opt.step(); opt.zero_grad(set_to_none=True)
-        return {'outer': outer.item(), 'div': div.item(), 'reg': reg.item(), 'cam_mean': cam.mean().item()}
+        return {'inner': inner.item(), 'outer': outer.item(), 'div': div.item(), 'reg': reg.item(), 'cam_mean': cam.mean().item()}
 
     def after_epoch(self, p, stage, ep, epochs, x, y, g, lr):
-        if not self.rational or stage == 'boost': return
+        if not self.rational or stage != self.meta_stage(p): return
         c = self.cfg; n_iter = max(1, math.ceil(c.meta_iters * len(p.classes)))
         if ep == 0:
             self.meta_opt = torch.optim.Adam(self.masknet.phi(), lr=c.meta_lr, weight_decay=c.meta_wd)
@@ -470,7 +556,7 @@ class CIM(Foster):
         for _ in range(n_iter):
             i = torch.randint(0, len(x), (2 * c.meta_batch,), generator=g, device=self.device)
             xa = self.aug(x[i], g, True); ya = y[i]; h = c.meta_batch
-            log = self.meta_step(xa[:h], ya[:h], xa[h:], ya[h:], lr * c.lr_ratio, self.meta_opt, clip)
+            log = self.meta_step(xa[:h], ya[:h], xa[h:], ya[h:], lr * c.lr_ratio, self.meta_opt, clip, stage)
             self.meta_sched.step()
         self.meta_log.append({'phase': p.t, 'stage': stage, 'epoch': ep, **log})
 
@@ -482,12 +568,12 @@ class CIM(Foster):
         for lab in p.labels:
             idx = p.train_idx[self.train_y[p.train_idx] == lab]
             xs = self.train_x[idx]; bx = self.boxes(xs, lab)
-            feats = extract_features(self.model.features, compress(xs, bx, c.eta), self.prep)
+            feats = extract_features(self.feature_fn(), compress(xs, bx, c.eta), self.prep)
             keep = select_within_budget(feats, memory_cost(bx, *xs.shape[-2:], c.eta), m)
             self.memory.add(lab, xs[keep], idx[keep], bx[keep])
         self.update_means(p)
     def update_means(self, p: Phase):
-        self.means = class_means(self.model.features, self.memory.compressed(), self.prep, flip=self.data.flip, n_classes=p.n_seen)
+        self.means = class_means(self.feature_fn(), self.memory.compressed(), self.prep, flip=self.data.flip, n_classes=p.n_seen)
 
     def record(self, extras: dict, p: Phase) -> dict:
         extras = super().record(extras, p)
