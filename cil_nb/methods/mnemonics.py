@@ -7,6 +7,7 @@ from __future__ import annotations
 import math, time
 from dataclasses import dataclass
 from typing import ClassVar
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -18,12 +19,15 @@ from ..learner import *
 from .baselines import *
 
 # %% auto #0
-__all__ = ['HOSTS', 'OBJECTIVES', 'MnemonicsConfig', 'split_params', 'inner_adapt', 'hypergradient', 'optimise_pixels',
-           'query_sampler', 'bilevel_objective', 'released_objective', 'split_halves', 'Mnemonics']
+__all__ = ['HOSTS', 'OBJECTIVES', 'V1_INNER_LR', 'V1_BETAS', 'KINDS', 'MnemonicsConfig', 'split_params', 'inner_adapt', 'pieces',
+           'loss_and_grad', 'reverse_sweep', 'hypergradient', 'optimise_pixels', 'query_sampler', 'bilevel_objective',
+           'released_objective', 'slots', 'v1_adapt', 'v1_objective', 'split_halves', 'Mnemonics', 'tsne_snapshot',
+           'tsne_watch', 'plot_mnemonics_tsne']
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #1806fca7
 HOSTS = {'lucir': LUCIR, 'icarl': ICaRL}
-OBJECTIVES = ('bilevel', 'released')
+OBJECTIVES = ('bilevel', 'v1', 'released')
+V1_INNER_LR, V1_BETAS = 0.01, (0.5, 0.999)   # the first release's inner rate (its mnemonics_lr) and its Adam betas
 
 @dataclass
 class MnemonicsConfig(LUCIRConfig):
@@ -32,23 +36,32 @@ class MnemonicsConfig(LUCIRConfig):
     head: str | None = None          # None: the host's head (cosine for LUCIR, linear for iCaRL)
     T: float = 2.0                   # iCaRL host: distillation temperature
     beta: float = 0.25               # iCaRL host: distillation weight
-    objective: str = 'bilevel'       # 'bilevel' (the paper) or 'released' (the code's single-level class-mean loss)
-    inner_steps: int = 5             # K
-    inner_lr: float = 0.1            # alpha, SGD rate of the temporary model (the host's training rate)
+    objective: str = 'bilevel'       # 'bilevel' (the paper), 'v1' (the first code release, classifier-only inner loop) or 'released' (the later code, single-level class-mean loss)
+    inner_steps: int = 5             # K (bilevel)
+    inner_lr: float | None = None    # alpha, the inner SGD rate; None: 0.1 for bilevel (the host's rate), 0.01 for v1 (its code's)
+    inner_passes: int = 5            # v1: passes over the exemplars, one exemplar a class a step (the v1 code's mnemonics_epochs)
     outer_iters: int = 100           # pixel updates per phase (per group: new classes; each half of the old ones)
     outer_lr: float = 0.01           # Adam step on pixels in [0, 1]
-    outer_batch: int = 128           # real new-class images in each outer loss
+    outer_batch: int = 128           # query images in each outer loss
     first_order: bool = False        # first-order hypergradient (no products of inner Hessians)
+    hyper_chunk: int | None = 128    # exact hypergradient in pieces of this many exemplars (bounded memory); None: one graph
     adjust_old: bool = True          # split-halves update of old exemplars (bilevel only)
     SMALL: ClassVar[dict] = dict(lr=None, outer_iters=10, outer_batch=64)
 
     def __post_init__(self):
         check(self.host in HOSTS, f"unknown host {self.host!r}: use one of {', '.join(HOSTS)} (--host)")
-        check(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use 'bilevel' (the paper) or 'released' (the code)")
+        check(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use 'bilevel' (the paper), 'v1' (the first code release) or 'released' (the later code)")
         check(isinstance(self.inner_steps, int) and self.inner_steps >= 1, f'inner_steps (K) must be an integer >= 1, got {self.inner_steps!r}')
+        check(isinstance(self.inner_passes, int) and self.inner_passes >= 1, f'inner_passes must be an integer >= 1, got {self.inner_passes!r}')
         check(self.outer_iters >= 0, f'outer_iters must be >= 0 (0 turns mnemonics off), got {self.outer_iters}')
-        check(self.inner_lr > 0 and self.outer_lr > 0, f'inner_lr and outer_lr must be > 0, got {self.inner_lr}, {self.outer_lr}')
+        check((self.inner_lr is None or self.inner_lr > 0) and self.outer_lr > 0, f'inner_lr and outer_lr must be > 0, got {self.inner_lr}, {self.outer_lr}')
         check(self.outer_batch >= 1, f'outer_batch must be >= 1, got {self.outer_batch}')
+        check(self.hyper_chunk is None or (isinstance(self.hyper_chunk, int) and self.hyper_chunk >= 1),
+              f'hyper_chunk must be None (one graph) or an integer >= 1 (exemplars a piece), got {self.hyper_chunk!r}')
+    @property
+    def alpha(self) -> float:
+        "The inner SGD rate: `inner_lr`, or the objective's own when it is None."
+        return self.inner_lr if self.inner_lr is not None else (V1_INNER_LR if self.objective == 'v1' else 0.1)
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #bda54352
 def split_params(model) -> tuple:
@@ -68,42 +81,74 @@ def inner_adapt(model, params: dict, fixed: dict, x, y, steps: int, lr: float, c
     return params
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #6b51d1d9
-def hypergradient(model, prep, ex, ex_y, qx, qy, steps: int = 5, lr: float = 0.1, first_order: bool = False) -> tuple:
+def pieces(n: int, chunk: int | None = None) -> list:
+    "Slices that cover range(n) in pieces of at most `chunk` (one piece when `chunk` is None)."
+    k = max(1, chunk or n)
+    return [slice(i, min(i + k, n)) for i in range(0, n, k)]
+
+def _req(params: dict) -> dict: return {n: w.detach().requires_grad_() for n, w in params.items()}
+
+def loss_and_grad(model, fixed: dict, params: dict, prep, x, y, chunk: int | None = None) -> tuple:
+    "Mean CE on (x, y) of `model` with `params` (requiring grad) and its gradient in them, summed piece by piece; no graph is kept."
+    ws = list(params.values()); total, gs = 0., [torch.zeros_like(w) for w in ws]
+    for s in pieces(len(x), chunk):
+        l = F.cross_entropy(functional_call(model, {**fixed, **params}, (prep(x[s]),)), y[s], reduction='sum') / len(x)
+        for acc, g in zip(gs, torch.autograd.grad(l, ws, allow_unused=True)):
+            if g is not None: acc += g
+        total = total + l.detach()
+    return total, gs
+
+def reverse_sweep(model, fixed: dict, theta: dict, prep, ex, ex_y, qx, qy, steps: int, lr: float,
+                  first_order: bool = False, chunk: int | None = None) -> tuple:
+    """Outer loss and its gradient in the pixels `ex` by reverse mode through the `steps` inner SGD steps written out by hand,
+    one piece of at most `chunk` exemplars at a time: the same numbers as one graph of all the steps, in bounded memory."""
+    traj = [theta]                                       # theta_0 .. theta_K, without a graph
+    for _ in range(steps):
+        _, gs = loss_and_grad(model, fixed, _req(traj[-1]), prep, ex, ex_y, chunk)
+        traj.append({n: w - lr * g for (n, w), g in zip(traj[-1].items(), gs)})
+    out, v = loss_and_grad(model, fixed, _req(traj[-1]), prep, qx, qy, chunk)   # v = dL_out / d theta_K
+    g_ex = torch.zeros_like(ex)
+    for th in reversed(traj[:-1]):                       # k = K-1 .. 0; v is dL_out / d theta_{k+1}
+        th = _req(th); ws = list(th.values()); hv = [torch.zeros_like(w) for w in ws]
+        for s in pieces(len(ex), chunk):
+            e = ex[s].clone().requires_grad_()
+            l = F.cross_entropy(functional_call(model, {**fixed, **th}, (prep(e),)), ex_y[s], reduction='sum') / len(ex)
+            gs = torch.autograd.grad(l, ws, create_graph=True, allow_unused=True)
+            dot = sum((g * vi).sum() for g, vi in zip(gs, v) if g is not None)       # <grad_theta L_in(theta_k; piece), v>
+            d = torch.autograd.grad(dot, [e] + ([] if first_order else ws), allow_unused=True)
+            if d[0] is not None: g_ex[s] -= lr * d[0]    # d theta_{k+1} / d pixels, transposed, times v
+            for acc, h in zip(hv, d[1:]):
+                if h is not None: acc += h               # Hessian-vector product H_k v, summed over the pieces
+        if not first_order: v = [vi - lr * h for vi, h in zip(v, hv)]    # v <- (I - lr H_k) v
+    return out, g_ex
+
+def hypergradient(model, prep, ex, ex_y, qx, qy, steps: int = 5, lr: float = 0.1, first_order: bool = False,
+                  chunk: int | None = None) -> tuple:
     """Outer loss CE(f_{theta_K}(qx), qy), theta_K = model after `steps` SGD steps on (ex, ex_y), and its gradient
-    with respect to the exemplar pixels `ex` (float images in [0, 1]; `prep` normalises them)."""
+    with respect to the exemplar pixels `ex` (float images in [0, 1]; `prep` normalises them). `chunk=None`: one graph
+    of all the steps (memory grows with steps x exemplars); `chunk=k`: `reverse_sweep` in pieces of k exemplars, unless
+    the single graph is no larger (exemplars x steps <= k)."""
     was_training = model.training; model.eval()
     train, fixed = split_params(model)
     check(len(train) > 0, 'the model has no trainable parameters for the inner loop')
-    ex = ex.detach().float().requires_grad_()
-    qin = prep(qx)
-    theta = {n: p.detach().requires_grad_() for n, p in train.items()}
+    ex = ex.detach().float()
+    theta = {n: p.detach() for n, p in train.items()}
     try:
-        if not first_order:
-            theta = inner_adapt(model, theta, fixed, prep(ex), ex_y, steps, lr, create_graph=True)
-            out = F.cross_entropy(functional_call(model, {**fixed, **theta}, (qin,)), qy)
-            g, = torch.autograd.grad(out, ex)
+        if not first_order and (chunk is None or len(ex) * steps <= chunk):
+            exg = ex.clone().requires_grad_()
+            th = inner_adapt(model, _req(theta), fixed, prep(exg), ex_y, steps, lr, create_graph=True)
+            out = F.cross_entropy(functional_call(model, {**fixed, **th}, (prep(qx),)), qy)
+            g, = torch.autograd.grad(out, exg)
         else:
-            traj = []
-            with torch.no_grad(): xin = prep(ex)
-            theta = inner_adapt(model, theta, fixed, xin, ex_y, steps, lr, create_graph=False, trajectory=traj)
-            theta = {n: w.detach().requires_grad_() for n, w in theta.items()}
-            out = F.cross_entropy(functional_call(model, {**fixed, **theta}, (qin,)), qy)
-            v = torch.autograd.grad(out, list(theta.values()), allow_unused=True)
-            g = torch.zeros_like(ex)
-            for th in traj:
-                th = {n: w.detach().requires_grad_() for n, w in th.items()}
-                lin = F.cross_entropy(functional_call(model, {**fixed, **th}, (prep(ex),)), ex_y)
-                gs = torch.autograd.grad(lin, list(th.values()), create_graph=True, allow_unused=True)
-                dot = sum((gi * vi).sum() for gi, vi in zip(gs, v) if gi is not None and vi is not None)
-                g = g - lr * torch.autograd.grad(dot, ex)[0]
+            out, g = reverse_sweep(model, fixed, theta, prep, ex, ex_y, qx, qy, steps, lr, first_order, chunk)
     finally: model.train(was_training)
     return out.detach(), g.detach()
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #134e9260
-def optimise_pixels(ex, value_and_grad, iters: int, lr: float = 0.01) -> tuple:
-    "T=`iters` Adam steps on images `ex` (float in [0, 1]) along `value_and_grad(ex, i) -> (loss, grad)`, clamped to [0, 1]."
+def optimise_pixels(ex, value_and_grad, iters: int, lr: float = 0.01, betas: tuple = (0.9, 0.999)) -> tuple:
+    "T=`iters` Adam steps (`betas`) on images `ex` (float in [0, 1]) along `value_and_grad(ex, i) -> (loss, grad)`, clamped to [0, 1]."
     ex = ex.detach().clone().float().requires_grad_()
-    opt = torch.optim.Adam([ex], lr=lr); hist = []
+    opt = torch.optim.Adam([ex], lr=lr, betas=tuple(betas)); hist = []
     for i in range(iters):
         loss, g = value_and_grad(ex.detach(), i)
         check(torch.isfinite(g).all(), f'non-finite gradient for the exemplars at outer iteration {i}: lower inner_lr or outer_lr')
@@ -120,12 +165,13 @@ def query_sampler(qx, qy, batch: int, seed: int = 0):
         return qx[idx], qy[idx]
     return sample
 
-def bilevel_objective(model, prep, ex_y, qx, qy, steps: int, lr: float, batch: int, first_order: bool = False, seed: int = 0):
+def bilevel_objective(model, prep, ex_y, qx, qy, steps: int, lr: float, batch: int, first_order: bool = False, seed: int = 0,
+                      chunk: int | None = None):
     "The paper's outer objective as `value_and_grad(ex, i)`: CE on a query batch of the model adapted on the exemplars."
     sample = query_sampler(qx, qy, batch, seed)
     def vg(ex, i):
         bx, by = sample(i)
-        return hypergradient(model, prep, ex, ex_y, bx, by, steps, lr, first_order)
+        return hypergradient(model, prep, ex, ex_y, bx, by, steps, lr, first_order, chunk)
     return vg
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #77878f67
@@ -146,13 +192,47 @@ def released_objective(model, prep, ex_y, qx, qy, means, batch: int, seed: int =
         return loss.detach(), g
     return vg
 
+# %% ../../nbs/10_methods.mnemonics.ipynb #5ba71be1
+def slots(y) -> torch.Tensor:
+    "Each exemplar's position among those of its class, in order (0, 1, 2, ... per class)."
+    pos = torch.zeros_like(y)
+    for c in y.unique(): m = y == c; pos[m] = torch.arange(int(m.sum()), device=y.device)
+    return pos
+
+def v1_adapt(W, fe, y, lr: float, passes: int = 1, create_graph: bool = True) -> torch.Tensor:
+    """The first release's inner loop: classifier rows `W` (n_classes x d), `passes` times one SGD step per slot s on
+    CE(cos(fe[slot s], W), y[slot s]), where `fe` are the exemplars' features and slot s holds each class's s-th exemplar.
+    Only `W` is adapted. With `create_graph=False` (the code's call) the result does not depend on `fe`."""
+    pos = slots(y); W = W.detach().float().requires_grad_()
+    fe = F.normalize(fe.float(), dim=1)
+    for _ in range(passes):
+        for s in range(int(pos.max()) + 1):
+            m = pos == s
+            loss = F.cross_entropy(fe[m] @ F.normalize(W, dim=1).T, y[m])
+            g, = torch.autograd.grad(loss, W, create_graph=create_graph)
+            W = W - lr * g
+    return W
+
+def v1_objective(model, prep, ex_y, qx, qy, lr: float, batch: int, passes: int = 1, seed: int = 0, create_graph: bool = True):
+    """The first release's bilevel loss (`MnemonicsTrainer.mnemonics_train`) as `value_and_grad(ex, i)`: the model's
+    classifier rows adapted on the exemplars by `v1_adapt`, then CE of cos(features(query batch), adapted rows)."""
+    sample = query_sampler(qx, qy, batch, seed)
+    W0 = torch.cat(list(model.head.weights)).detach()
+    def vg(ex, i):
+        bx, by = sample(i); model.eval()
+        with torch.no_grad(): fq = F.normalize(model.features(prep(bx)).float(), dim=1)
+        ex = ex.detach().float().requires_grad_()
+        W = v1_adapt(W0, model.features(prep(ex)), ex_y, lr, passes, create_graph)
+        loss = F.cross_entropy(fq @ F.normalize(W, dim=1).T, by)
+        g, = torch.autograd.grad(loss, ex, allow_unused=True)
+        return loss.detach(), (torch.zeros_like(ex) if g is None else g)
+    return vg
+
 # %% ../../nbs/10_methods.mnemonics.ipynb #aac45772
 def split_halves(x, y, value_and_grad_for, iters: int, lr: float) -> tuple:
     """Optimise exemplars `x` (labels `y`) in two interleaved halves per class, each scored by the other:
     `value_and_grad_for(train_y, query_x, query_y)` builds the objective. Returns the new images and the two loss histories."""
-    pos = torch.zeros_like(y)
-    for c in y.unique(): m = y == c; pos[m] = torch.arange(int(m.sum()), device=y.device)
-    cnt = torch.bincount(y)[y]
+    pos, cnt = slots(y), torch.bincount(y)[y]
     a, b = (pos % 2 == 0) & (cnt > 1), (pos % 2 == 1)
     x = x.detach().clone().float(); hists = []
     for train, held in ((a, b), (b, a)):
@@ -204,14 +284,18 @@ class Mnemonics(LUCIR, ICaRL):
         qx, qy = self.train_x[p.train_idx], self.train_y[p.train_idx]
         seed = self.seed * 1000 + p.t
         if cfg.objective == 'bilevel':
-            vg = bilevel_objective(m, self.prep, ey, qx, qy, cfg.inner_steps, cfg.inner_lr, cfg.outer_batch, cfg.first_order, seed)
-        else:   # the released code: query = the phase's training data (new data + old exemplars), current class means
-            means = class_means(m.features, self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
+            vg = bilevel_objective(m, self.prep, ey, qx, qy, cfg.inner_steps, cfg.alpha, cfg.outer_batch, cfg.first_order, seed, cfg.hyper_chunk)
+        else:   # both code releases: query = the phase's training data (new data + old exemplars)
             if p.n_old > 0:
                 ox, oy = self._group([c for c in self.memory.classes if c < p.n_old])
                 qx, qy = torch.cat([qx.float() / 255, ox]), torch.cat([qy, oy])
-            vg = released_objective(m, self.prep, ey, qx, qy, means, cfg.outer_batch, seed)
-        ex, hist = optimise_pixels(ex, vg, cfg.outer_iters, cfg.outer_lr)
+            if cfg.objective == 'v1':
+                vg = v1_objective(m, self.prep, ey, qx, qy, cfg.alpha, cfg.outer_batch, cfg.inner_passes, seed)
+            else:       # the later release: the current class means
+                means = class_means(m.features, self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
+                vg = released_objective(m, self.prep, ey, qx, qy, means, cfg.outer_batch, seed)
+        betas = V1_BETAS if cfg.objective == 'v1' else (0.9, 0.999)
+        ex, hist = optimise_pixels(ex, vg, cfg.outer_iters, cfg.outer_lr, betas)
         new_s = time.perf_counter() - t0
         final = float(vg(ex, 0)[0])     # the first update's query batch again: before vs after on the same images
         self._store(new, ex, ey)
@@ -220,7 +304,7 @@ class Mnemonics(LUCIR, ICaRL):
         old = [c for c in self.memory.classes if c < p.n_old]
         if cfg.objective == 'bilevel' and cfg.adjust_old and old:
             ox, oy = self._group(old)
-            build = lambda ty, hx, hy: bilevel_objective(m, self.prep, ty, hx, hy, cfg.inner_steps, cfg.inner_lr, cfg.outer_batch, cfg.first_order, seed)
+            build = lambda ty, hx, hy: bilevel_objective(m, self.prep, ty, hx, hy, cfg.inner_steps, cfg.alpha, cfg.outer_batch, cfg.first_order, seed, cfg.hyper_chunk)
             ox, rec['old_loss'] = split_halves(ox, oy, build, max(1, cfg.outer_iters // 2), cfg.outer_lr)
             self._store(old, ox, oy); rec['n_old'] = len(ox)
         rec['seconds'] = time.perf_counter() - t0
@@ -237,3 +321,76 @@ class Mnemonics(LUCIR, ICaRL):
     def record(self, extras: dict, p: Phase) -> dict:
         if self.mn_record is not None: extras.setdefault('mnemonics', []).append(self.mn_record)
         return extras
+
+# %% ../../nbs/10_methods.mnemonics.ipynb #5b9da2d6
+KINDS = ('herding', 'mnemonics', 'random')
+
+@torch.no_grad()
+def tsne_snapshot(method, classes=None, n_classes: int = 5, max_per_class: int = 200, max_context: int = 1000,
+                  seed: int = 0, phase: int | None = None) -> dict:
+    """Features under `method`'s model of `classes` (default: the first `n_classes` in its memory): 'data' (up to
+    `max_per_class` training images a class), 'herding', 'mnemonics', 'random' (as many as the class has exemplars)
+    and 'context' (up to `max_context` images of the other classes in the memory), each a (features, labels) pair."""
+    m = method; m.model.eval(); seen = m.memory.classes
+    classes = [int(c) for c in classes] if classes is not None else seen[:n_classes]
+    check(len(classes) > 0 and all(c in m.memory.x for c in classes), f'tsne_snapshot: classes {classes} must be in the memory (it holds {seen})')
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda idx, k: idx[torch.randperm(len(idx), generator=g)[:k].to(idx.device)]
+    feats = lambda x: extract_features(m.model.features, x, m.prep).float().cpu()
+    snap = {'phase': phase, 'classes': classes}
+    parts = {k: [] for k in ('data', *KINDS, 'context')}
+    of_class = lambda c: (m.train_y == c).nonzero().squeeze(1)
+    for c in classes:
+        idx, n = of_class(c), len(m.memory.x[c])
+        src = m.memory.idx[c][m.memory.idx[c] >= 0]          # the herded images the exemplars started from
+        for k, x in (('data', m.train_x[pick(idx, max_per_class)]), ('herding', m.train_x[src]),
+                     ('mnemonics', m.memory.x[c]), ('random', m.train_x[pick(idx, n)])):
+            parts[k].append((x, c))
+    others = [c for c in seen if c not in classes]
+    for c in others: parts['context'].append((m.train_x[pick(of_class(c), max(1, max_context // len(others)))], c))
+    for k, xs in parts.items():
+        fs = [feats(x) for x, _ in xs if len(x)]
+        snap[k] = (torch.cat(fs) if fs else torch.zeros(0, m.model.out_dim),
+                   torch.cat([torch.full((len(x),), c) for x, c in xs if len(x)]) if fs else torch.zeros(0, dtype=torch.long))
+    return snap
+
+def tsne_watch(method, phases, **kw):
+    "Make `method` keep a `tsne_snapshot(method, **kw)` after each phase in `phases`, all of the first one's classes, in `method.tsne_snapshots`."
+    method.tsne_snapshots, record = [], method.record
+    def watched(extras, p):
+        if p.t in {t % len(method.sc) for t in phases}:
+            if method.tsne_snapshots: kw['classes'] = method.tsne_snapshots[0]['classes']
+            method.tsne_snapshots.append(tsne_snapshot(method, phase=p.t, **kw))
+        return record(extras, p)
+    method.record = watched
+    return method
+
+def plot_mnemonics_tsne(src, kinds=('herding', 'mnemonics'), seed: int = 0, title=None, **kw):
+    """The paper's kind of t-SNE: one row per snapshot (phase), one column per kind of exemplars (see `KINDS`), one
+    embedding a row shared by its panels. `src`: a method (a snapshot of it now, `kw` go to `tsne_snapshot`), a snapshot or a list of them."""
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+    check(all(k in KINDS for k in kinds), f'kinds must be among {KINDS}, got {kinds}')
+    snaps = [tsne_snapshot(src, **kw)] if isinstance(src, Method) else [src] if isinstance(src, dict) else list(src)
+    check(len(snaps) > 0, 'plot_mnemonics_tsne: no snapshots (did the run pass the phases given to tsne_watch?)')
+    fig, axs = plt.subplots(len(snaps), len(kinds), figsize=(4.2 * len(kinds), 4 * len(snaps)), squeeze=False)
+    cmap = plt.get_cmap('tab10')
+    for r, sn in enumerate(snaps):
+        names = ['data', 'context', *kinds]
+        allf = torch.cat([sn[k][0] for k in names])
+        emb = TSNE(2, init='pca', random_state=seed, perplexity=min(30, max(5, len(allf) // 5))).fit_transform(F.normalize(allf, dim=1).numpy())
+        E = dict(zip(names, np.split(emb, np.cumsum([len(sn[k][0]) for k in names])[:-1])))
+        lab = {k: sn[k][1].numpy() for k in names}
+        for j, k in enumerate(kinds):
+            ax = axs[r, j]
+            ax.scatter(*E['context'].T, s=3, color='0.85')
+            for c in np.unique(lab['context']): ax.scatter(*E['context'][lab['context'] == c].mean(0), marker='x', s=30, color='0.45', lw=1.2)
+            for i, c in enumerate(sn['classes']):
+                ax.scatter(*E['data'][lab['data'] == c].T, s=5, alpha=.3, color=cmap(i % 10), label=f'class {c}')
+                ax.scatter(*E[k][lab[k] == c].T, s=70, marker='*', color=cmap(i % 10), edgecolor='k', lw=.6)
+            ph = '' if sn.get('phase') is None else f"after phase {sn['phase']}: "
+            ax.set_title(f'{ph}{k} ({len(lab[k])} exemplars)', fontsize=9); ax.set_xticks([]); ax.set_yticks([])
+    axs[0, 0].legend(fontsize=7, markerscale=2, loc='best')
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
