@@ -36,6 +36,12 @@ def _parse_increment(s):
     check(len(v) > 0, f'--increment must not be empty')
     return v[0] if len(v) == 1 else v
 
+def _order_seed(s):
+    "`--order_seed`: an integer seed of the shuffle, or `none` (`None`): the classes in their natural order 0..n-1."
+    if str(s).strip().lower() == 'none': return None
+    try: return int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"must be an integer seed or none (the natural order 0..n-1), got {s!r}") from None
+
 def _check_writable(out: Path):
     "Refuse an --out that cannot be created or written, leaving nothing behind."
     p = out.absolute()
@@ -103,7 +109,7 @@ def _protocol(methods, preset, base, increment) -> tuple:
 
 def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, increment=None, memory=None, per_class=None,
             backbone=None, size=None, epochs=None, seed=0, order_seed=1993, device='auto', out='runs/cil_nb',
-            preset='small', download=False, host=None, precision=None, settings=None, eval='test', train_per_class=None):
+            preset='small', download=False, host=None, precision=None, settings=None, eval='test', train_per_class=None, pad_to=None):
     "Validate every argument and build (methods, scenario, device, out) without writing anything."
     names = split_methods(method)
     check(names, '--method must name at least one method')
@@ -112,6 +118,7 @@ def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, in
     check(memory is None or per_class is None, 'give either --memory (a total) or --per_class, not both')
     check(eval in ('test', 'val'), f"--eval must be 'test' or 'val', got {eval!r}")
     check(train_per_class is None or train_per_class > 0, f'--train_per_class must be > 0, got {train_per_class}')
+    check(pad_to is None or pad_to > 0, f'--pad_to must be a number of pixels > 0, got {pad_to}')
     methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, precision or None, settings) for n in names]
     labels = [m.label for m in methods]
     check(len(set(labels)) == len(labels), f'--method names {sorted({l for l in labels if labels.count(l) > 1})} twice: name each method or variant once')
@@ -125,6 +132,11 @@ def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, in
     out = Path(out).expanduser(); _check_writable(out)
     dev = get_device(device)
     data = load_dataset(dataset, root=root, download=download, size=size)
+    if pad_to is not None:   # e.g. the Class Impression code's MedMNIST protocol: 28 px images zero-padded to 32
+        from cil_nb.methods.class_impression import pad_data
+        check(torch.is_tensor(data.train_x), f'--pad_to needs a data set held in memory; {data.name} is read from disk')
+        check(pad_to >= max(data.size), f'--pad_to must be at least the images\' side ({data.size[0]} x {data.size[1]}), got {pad_to}')
+        data = pad_data(data, pad_to)
     if train_per_class is not None: data = per_class_subset(data, train_per_class, seed=0)   # val and test stay whole
     if eval != 'test': data = data.with_eval(eval)
     sc = Scenario(data, base, _parse_increment(increment), seed=order_seed)
@@ -240,7 +252,8 @@ def add_run_args(p, method: str, out: str):
     a('--train_per_class', type=int, help='train on a fixed cut of this many training images a class (seeded, seed 0; '
       'val and test stay whole), e.g. 500 for the Fashion-MNIST benchmark')
     a('--epochs', type=int, help="epochs a phase (default: the preset's)")
-    a('--order_seed', type=int, default=1993, help="seed of the class order (1993: the CIL papers' order)")
+    a('--order_seed', type=_order_seed, default=1993, help="seed of the class order (1993: the CIL papers' order), or none: "
+      "the classes in their natural order 0..n-1")
     a('--device', default='auto', help='auto, cpu, cuda, cuda:N, mps')
     a('--threads', type=int, help="torch's CPU threads (default: torch's choice); small-run figures move with it, and it is recorded")
     a('--out', default=out, help='output folder')
@@ -285,12 +298,14 @@ def cil_nb_run(argv=None, **kw):
                                'table and write results, plots and checkpoints under --out/<method>/. Flags take dashes '
                                'or underscores (--per-class, --per_class).'), 'icarl,finetune', 'runs/cil_nb')
     p.add_argument('--seed', type=int, default=0, help='seed of the run (weights, batches)')
+    p.add_argument('--pad_to', type=int, help='zero-pad every image, centred, to this many pixels a side (e.g. 32: the Class '
+                   "Impression code's MedMNIST protocol, 28 px padded to 32)")
     a = p.parse_args(_argv(argv, kw))
     def body():
         set_threads(a.threads)
         methods, sc, dev, out = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
                                         a.size, a.epochs, a.seed, a.order_seed, a.device, a.out, a.preset, a.download,
-                                        a.host, a.precision, a.set, a.eval, a.train_per_class)
+                                        a.host, a.precision, a.set, a.eval, a.train_per_class, a.pad_to)
         run_experiments(methods, sc, dev, out, a.seed, a.resume, a.overwrite)
     main('cil_nb_run', body)
 

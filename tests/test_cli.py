@@ -61,6 +61,15 @@ def test_eval_on_the_validation_split(tmp_path, capsys):
     res = json.loads((tmp_path / 'v' / 'finetune' / 'results.json').read_text())
     assert res['dataset'] == 'synthetic[val]' and 'evaluated on the val split' in res['card'], res['card']
 
+def test_natural_order_and_padding(tmp_path):
+    "--order_seed none keeps the classes in their natural order 0..n-1 and --pad_to zero-pads the images (the Class Impression code's MedMNIST protocol)."
+    from cil_nb.cli import cil_nb_run
+    cil_nb_run(['--method', 'finetune', '--dataset', 'synthetic', '--epochs', '1', '--order-seed', 'none', '--pad_to', '20',
+                '--out', str(tmp_path / 'n')])
+    res = json.loads((tmp_path / 'n' / 'finetune' / 'results.json').read_text())
+    assert res['order'] == list(range(10)), res['order']
+    assert 'class order  given/natural: 0, 1, 2' in res['card'] and 'images       3 x 20 x 20' in res['card'] and 'zero-padded to 20 px' in res['card'], res['card']
+
 @pytest.mark.parametrize('args,msg', [
     (['--method', 'ewc'], 'unknown method'),
     (['--dataset', 'imagenet'], 'unknown data set'),
@@ -82,6 +91,8 @@ def test_eval_on_the_validation_split(tmp_path, capsys):
     (['--threads', '0'], '--threads must be > 0'),
     (['--resume', '--overwrite'], 'not both'),
     (['--epochs', 'x'], "argument --epochs: invalid int value: 'x'"),
+    (['--order_seed', 'random'], "argument --order_seed: must be an integer seed or none (the natural order 0..n-1), got 'random'"),
+    (['--pad_to', '4'], "--pad_to must be at least the images' side (16 x 16), got 4"),
     (['--no-such-flag'], 'unrecognized arguments: --no_such_flag'),
 ])
 def test_bad_arguments(tmp_path, args, msg, capsys):

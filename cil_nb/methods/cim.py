@@ -213,8 +213,8 @@ class FosterConfig(Config):
     T: float = 2.0
     lambda_okd: float = 1.0             # KD of the old logits while boosting
     lambda_fe: float = 1.0              # the new backbone's auxiliary head
-    memory: int | None = 2000           # a fixed memory of 2,000, re-balanced over the seen classes
-    per_class: int | None = None
+    memory: int | None = None           # FOSTER's CIFAR configs keep 20 a class (memory_per_class 20, fixed_memory true):
+    per_class: int | None = 20          # 1,000 exemplars after phase 0 of B50, 2,000 at the end
     autoaugment: str | None = 'cifar10' # FOSTER's CIFAR recipe: brightness 63/255, AutoAugment (CIFAR-10 policy), Cutout 16
     cutout_size: int = 16
     brightness: float = 63 / 255
@@ -222,7 +222,7 @@ class FosterConfig(Config):
     feature_net: str = 'student'        # 'student' or 'teacher': whose features herding and NME use after phase 0 (released code: the teacher, both backbones)
     SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=12, beta1=0.97, memory=None, autoaugment=None,
                                  cutout_size=0, brightness=0.0)
-    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, memory=2000)   # CIFAR-100 B50 + 5 x 10
+    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=20)   # CIFAR-100 B50 + 5 x 10, 20 a class
 
 @register
 class Foster(Method):
@@ -447,6 +447,9 @@ class CIMConfig(FosterConfig):
     aug_step: float = 0.1        # random compression of new data: p = aug_step x floor(epoch / cam_interval)
     cam_interval: int = 40       # epochs between regenerations of the new data's boxes
     beta1: float = 0.97          # CIM's configs: beta1 = beta2 = 0.97
+    memory: int | None = 2000    # CIM's configs: 2,000 in total, re-balanced over the seen classes (fixed_memory false)
+    per_class: int | None = None
+    batch_size: int = 256        # CIM's configs (ImageNet-100, ImageNet-1k, Food-101 alike); FOSTER's CIFAR configs: 128
     autoaugment: str | None = 'imagenet'  # CIM's recipe: brightness 63/255 and AutoAugment's ImageNet policy, no Cutout
     cutout_size: int = 0
     mask_stage: str = 'compress' # 'compress' or 'boost': after phase 0, phi trains on the student while compressing (inner loss CE), or on the teacher while boosting (inner loss: the boosting loss; released code)

@@ -179,7 +179,7 @@ class GeniferConfig(Config):
     r1_gamma: float = 0.5
     r1_every: int = 16           # lazy R1
     gdist_w: float = 10.0        # generator distillation, times n_old / n_new
-    ms_w: float = 0.003          # mode-seeking term (not in the paper): without it the small generator draws one image a class
+    ms_w: float = 0.0            # mode-seeking term (not in the paper, so 0 here); the small preset's 0.003 stops its generator drawing one image a class
     measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
     measure_per_class: int = 200 # real training images a class for the independent classifier (and 32 for the diversity)
     measure_epochs: int = 10
@@ -191,7 +191,7 @@ class GeniferConfig(Config):
     gan_last: bool = False       # also train a GAN after the last phase (only for pictures)
     SMALL: ClassVar[dict] = dict(inc_optimizer='sgd', inc_lr=0.05, z_dim=64, g_width=32, d_width=32, gan_steps=200,
                                  base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0,
-                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1)
+                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1, ms_w=0.003)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=None)   # CIFAR-100 B50 + 5 x 10, no exemplars
 
 # %% ../../nbs/13_methods.genifer.ipynb #946acbe5
