@@ -4,7 +4,7 @@
 
 # %% ../../nbs/11_methods.aanets.ipynb #c5d81c16
 from __future__ import annotations
-import copy
+import copy, math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,7 +19,8 @@ from ..learner import *
 from .baselines import LUCIR, ICaRL, LUCIRConfig, ICaRLConfig
 
 # %% auto #0
-__all__ = ['HOSTS', 'ScaledConv2d', 'stable_copy', 'DualResNet', 'AANetsNet', 'AANetsConfig', 'AANets', 'plot_aggregation']
+__all__ = ['AGGREGATIONS', 'STABLE', 'HOSTS', 'ScaledConv2d', 'stable_copy', 'DualResNet', 'AANetsNet', 'stored_params',
+           'extra_params', 'exemplars_worth', 'MatchedBudget', 'AANetsConfig', 'AANets', 'plot_aggregation']
 
 # %% ../../nbs/11_methods.aanets.ipynb #492bb264
 class ScaledConv2d(nn.Module):
@@ -47,17 +48,22 @@ def stable_copy(module: nn.Module, scale: str = 'channel') -> nn.Module:
     swap(m); return m
 
 # %% ../../nbs/11_methods.aanets.ipynb #c1aa1f1b
+AGGREGATIONS = ('released', 'paper')
+STABLE = ('scaled', 'free')
+
 class DualResNet(nn.Module):
     "AANets backbone: each level of a trained `ResNet` as a stable and a plastic block, mixed by learnable weights."
     def __init__(self, net: ResNet,
-                 aggregation: str = 'paper',  # 'paper': two weights a level; 'released': alpha and 1 - alpha
-                 scale: str = 'channel',      # the stable convolutions' scale: 'channel' or 'released' (out x in)
-                 alpha_init: float = 0.5):
+                 aggregation: str = 'released',  # 'released': alpha and 1 - alpha a level; 'paper': two free weights a level
+                 scale: str = 'channel',         # the scaled stable convolutions' scale: 'channel' or 'released' (out x in)
+                 alpha_init: float = 0.5,
+                 stable: str = 'scaled'):        # 'scaled': frozen convolutions x scales; 'free': a second trainable copy
         super().__init__()
-        check(aggregation in ('paper', 'released'), f"aggregation must be 'paper' or 'released', got {aggregation!r}")
+        check(aggregation in AGGREGATIONS, f"aggregation must be 'released' or 'paper', got {aggregation!r}")
+        check(stable in STABLE, f"stable must be 'scaled' or 'free', got {stable!r}")
         check(isinstance(net, ResNet), f'DualResNet wraps a cil_nb ResNet, got {type(net).__name__}')
         levels = [nn.Sequential(net.stem, net.layers[0]), *net.layers[1:]]
-        self.stable = nn.ModuleList(stable_copy(l, scale) for l in levels)
+        self.stable = nn.ModuleList((stable_copy(l, scale) if stable == 'scaled' else copy.deepcopy(l)) for l in levels)
         self.plastic = nn.ModuleList(copy.deepcopy(l) for l in levels)
         self.pool, self.out_dim, self.aggregation = copy.deepcopy(net.pool), net.out_dim, aggregation
         dev = next(net.parameters()).device
@@ -72,14 +78,11 @@ class DualResNet(nn.Module):
         return torch.stack([a, 1 - a], 1) if self.aggregation == 'released' else a
     @torch.no_grad()
     def project(self):
-        "Put every level's weights back on the simplex: (stable, plastic) >= 0 and summing to 1."
-        a = self.alpha
-        if self.aggregation == 'released': a.clamp_(0, 1); return self
-        ws = ((1 + a[:, 0] - a[:, 1]) / 2).clamp_(0, 1)   # Euclidean projection of (a_s, a_p) onto w_s + w_p = 1, w >= 0
-        a[:, 0], a[:, 1] = ws, 1 - ws
-        return self
+        "Clamp every level's alpha to [0, 1] (the released form; the paper's two weights are left free)."
+        check(self.aggregation == 'released', "only the released form (alpha, 1 - alpha) is projected; the paper's two weights are free")
+        self.alpha.clamp_(0, 1); return self
     def block_parameters(self) -> list:
-        "Everything that the host loss trains: the stable scales and norms, and the whole plastic branch."
+        "Everything that the host loss trains: the stable scales and norms (or the whole stable copy), the plastic branch."
         return [p for n, p in self.named_parameters() if n != 'alpha']
 
     def stages(self, x) -> list:
@@ -98,10 +101,10 @@ class DualResNet(nn.Module):
 # %% ../../nbs/11_methods.aanets.ipynb #f87dc040
 class AANetsNet(CILNet):
     "A `CILNet` whose ResNet backbone turns into a `DualResNet` at phase 1 (also when loading a dual checkpoint)."
-    def __init__(self, backbone: ResNet, head: GrowingHead, aggregation: str = 'paper', scale: str = 'channel',
-                 alpha_init: float = 0.5):
+    def __init__(self, backbone: ResNet, head: GrowingHead, aggregation: str = 'released', scale: str = 'channel',
+                 alpha_init: float = 0.5, stable: str = 'scaled'):
         super().__init__(backbone, head)
-        self._dual_kw = dict(aggregation=aggregation, scale=scale, alpha_init=alpha_init)
+        self._dual_kw = dict(aggregation=aggregation, scale=scale, alpha_init=alpha_init, stable=stable)
     @property
     def dual(self) -> bool: return isinstance(self.backbone, DualResNet)
     def to_dual(self):
@@ -112,6 +115,30 @@ class AANetsNet(CILNet):
         if not self.dual and any(k.startswith('backbone.stable.') for k in state_dict): self.to_dual()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+# %% ../../nbs/11_methods.aanets.ipynb #e7b1d2c8
+def stored_params(m: nn.Module) -> int:
+    "Weights a model stores: its parameters plus the frozen convolution weights of its `ScaledConv2d`s (not BatchNorm statistics)."
+    return count_params(m) + sum(c.weight.numel() for c in m.modules() if isinstance(c, ScaledConv2d))
+
+def extra_params(net: ResNet, **dual_kw) -> int:
+    "How many more weights the `DualResNet` built from `net` (with `dual_kw`) stores than `net`."
+    return stored_params(DualResNet(net, **dual_kw)) - stored_params(net)
+
+def exemplars_worth(n_params: int, image_shape) -> int:
+    "Exemplars (uint8 images of `image_shape`, C x H x W bytes each) that take the bytes of `n_params` float32 weights, rounded up."
+    return math.ceil(4 * n_params / math.prod(image_shape))
+
+class MatchedBudget(Budget):
+    "A `Budget` less `off` exemplars, re-balanced over the classes seen so far (`per_class_after` >= 0)."
+    def __init__(self, budget: Budget, off: int):
+        super().__init__(budget.total, budget.per_class); self.off = off
+    def per_class_after(self, n_seen: int) -> int:
+        n = max(n_seen, 1)
+        full = self.total if self.total is not None else (self.per_class or 0) * n
+        return max(0, (full - self.off) // n)
+    def __repr__(self): return f'{super().__repr__()[:-1]}, less {self.off})'
+
+
 # %% ../../nbs/11_methods.aanets.ipynb #b72d6011
 HOSTS = {'lucir': LUCIR, 'icarl': ICaRL}
 
@@ -119,12 +146,13 @@ HOSTS = {'lucir': LUCIR, 'icarl': ICaRL}
 class AANetsConfig(Config):
     "AANets on a host (LUCIR or iCaRL): the host's settings, plus the aggregation's."
     host: str = 'lucir'                # 'lucir' or 'icarl'
-    aggregation: str = 'paper'         # 'paper' (two weights a level) or 'released' (alpha and 1 - alpha)
-    alpha_lr: float | None = None      # None: alpha_lr_paper for 'paper', 1e-8 (released fusion_lr) for 'released'
-    alpha_lr_paper: float = 0.01
+    aggregation: str = 'released'      # 'released' (alpha and 1 - alpha a level) or 'paper' (two free weights a level)
+    alpha_lr: float = 0.005            # the weights' rate; 0: fixed weights; 1e-8: the released fusion_lr
     alpha_init: float = 0.5
-    project: bool = True               # after every step, weights >= 0 and summing to 1 a level; False: free weights
+    project: bool | None = None        # None/True: clamp alpha to [0, 1] after every step (released form); False: never
+    stable: str = 'scaled'             # 'scaled' (frozen convs x scales) or 'free' (a second trainable copy)
     stable_scale: str = 'channel'      # 'channel' (paper, MTL) or 'released' (out x in, Conv2dMtl)
+    memory_matched: bool = False       # take the extra weights' bytes off the exemplar memory
     head: str | None = None            # None: the host's head
     # the hosts' own settings (see methods.baselines)
     lambda_base: float = 5.0
@@ -133,6 +161,9 @@ class AANetsConfig(Config):
     lw_mr: float = 1.0
     T: float = 2.0
     beta: float = 0.25
+    distill: str = 'kd'                # iCaRL host: 'kd' or 'bce'
+    imprint: bool | None = None        # iCaRL host: None is iCaRL's default (off); LUCIR always imprints
+    freeze_old: bool | None = None     # iCaRL host: None is iCaRL's default (off); LUCIR always freezes
     SMALL: ClassVar[dict] = dict(lr=None)   # lr None: the host's small-preset rate
 
 @register
@@ -143,23 +174,48 @@ class AANets(Method):
         super().__init__(config, **kw)
         c = self.cfg
         check(c.host in HOSTS, f"host must be one of {', '.join(HOSTS)} (--host lucir|icarl), got {c.host!r}")
-        check(c.aggregation in ('paper', 'released'), f"aggregation must be 'paper' or 'released', got {c.aggregation!r}")
+        check(c.aggregation in AGGREGATIONS, f"aggregation must be 'released' or 'paper', got {c.aggregation!r}")
+        check(c.stable in STABLE, f"stable must be 'scaled' or 'free', got {c.stable!r}")
         check(c.stable_scale in ('channel', 'released'), f"stable_scale must be 'channel' or 'released', got {c.stable_scale!r}")
-        check(c.alpha_lr is None or c.alpha_lr >= 0, f'alpha_lr must be >= 0 (0: fixed weights), got {c.alpha_lr}')
+        check(c.alpha_lr is not None and c.alpha_lr >= 0, f'alpha_lr must be >= 0 (0: fixed weights), got {c.alpha_lr}')
         check(c.lr is None or c.lr > 0, f'lr must be > 0, got {c.lr}')
+        check(not (c.aggregation == 'paper' and c.project), "project=True: the paper's two weights are free; projected on "
+              "the simplex they are the released form at half the rate (use aggregation='released')")
+        check(c.distill in ('kd', 'bce'), f"distill must be 'kd' or 'bce', got {c.distill!r}")
+        lucir = c.host == 'lucir'
+        check(not lucir or (c.imprint is not False and c.freeze_old is not False and c.distill == 'kd'),
+              'imprint, freeze_old and distill are settings of the iCaRL host: LUCIR always imprints, freezes and has its own loss')
         self.host_cls = HOSTS[c.host]
         hc = self.host_cls.Config
         self.head_name = c.head if c.head is not None else hc.head
-        check(c.host != 'lucir' or self.head_name == 'cosine', 'AANets on LUCIR needs the cosine head (head="cosine" or None)')
+        check(not lucir or self.head_name == 'cosine', 'AANets on LUCIR needs the cosine head (head="cosine" or None)')
+        self.imprint = lucir or (c.imprint if c.imprint is not None else ICaRLConfig.imprint)
+        self.freeze_old = lucir or (c.freeze_old if c.freeze_old is not None else ICaRLConfig.freeze_old)
         # `lr=None` (the small preset): the host's small-preset rate, LUCIR 0.1 and iCaRL 0.05 (both 0.1 in the paper preset)
         self.lr = c.lr if c.lr is not None else hc._small_all()['lr']
-        self.alpha_lr = c.alpha_lr if c.alpha_lr is not None else (c.alpha_lr_paper if c.aggregation == 'paper' else 1e-8)
+        self.alpha_lr = c.alpha_lr
+        self.clamp = c.aggregation == 'released' and c.project is not False
 
     def build_model(self) -> AANetsNet:
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
         bb = make_backbone(self.cfg.backbone, self.data.channels, self.cfg.norm, **kw)
         check(isinstance(bb, ResNet), f'AANets needs a cil_nb ResNet backbone, got {type(bb).__name__}')
-        return AANetsNet(bb, HEADS[self.head_name](bb.out_dim), self.cfg.aggregation, self.cfg.stable_scale, self.cfg.alpha_init)
+        c = self.cfg
+        return AANetsNet(bb, HEADS[self.head_name](bb.out_dim), c.aggregation, c.stable_scale, c.alpha_init, c.stable)
+
+    def setup(self, scenario: Scenario, device, seed: int = 0):
+        "The shared set-up, then the extra weights' worth in exemplars, taken off the memory when `memory_matched`."
+        super().setup(scenario, device, seed)
+        shape = (self.data.channels, *self.data.size)
+        self.extra = extra_params(self.model.backbone, **self.model._dual_kw)
+        self.off = exemplars_worth(self.extra, shape)
+        if not self.cfg.memory_matched: return
+        full = self.budget
+        self.budget = MatchedBudget(full, self.off); n0 = scenario.phase_sizes[0]
+        check(self.budget.per_class_after(n0) >= 1,
+              f'memory_matched: the dual {self.cfg.backbone} stores {self.extra:,} more weights ({4 * self.extra:,} bytes), worth '
+              f'{self.off:,} exemplars of {"x".join(map(str, shape))}; {full} leaves none a class for the {n0} classes of phase 0: '
+              f'give a larger memory (--memory) or per_class')
 
     # ---- before the phase: keep the aggregated old model, convert at phase 1, grow, do the host's set-up
     def before_phase(self, p: Phase):
@@ -170,12 +226,12 @@ class AANets(Method):
             self.model.to_dual()
         self.model.grow(len(p.classes)); self.model.head.to(self.device)
         if p.t == 0: return
-        if self.cfg.host == 'lucir':    # LUCIR: imprint the new rows with the aggregated features, freeze the old rows
+        if self.imprint:    # LUCIR (and iCaRL with imprint=True): the new rows from the aggregated features
             self.model.eval()
             feats = extract_features(self.model.features, self.train_x[p.train_idx], self.prep)
             self.model.head.imprint(feats, self.train_y[p.train_idx])
-            self.model.head.freeze_old()
-            self.lam = self.cfg.lambda_base * (p.n_old / len(p.classes)) ** 0.5
+        if self.freeze_old: self.model.head.freeze_old()
+        if self.cfg.host == 'lucir': self.lam = self.cfg.lambda_base * (p.n_old / len(p.classes)) ** 0.5
         self.balanced = self.balanced_subset(p)
 
     def balanced_subset(self, p: Phase):
@@ -239,7 +295,7 @@ class AANets(Method):
                     with self.autocast(): ce = F.cross_entropy(self.model(xb), yb)
                     alpha.grad, = torch.autograd.grad(ce, [alpha])
                     aopt.step(); asched.step(); s += ce.detach().float(); na += 1; n_img += len(yb)
-                    if self.cfg.project: self.model.backbone.project()
+                    if self.clamp: self.model.backbone.project()
                 alpha.requires_grad_(False); alpha.grad = None
                 row['alpha_ce'] = s.item() / max(na, 1)
             hist.append(row)
@@ -247,8 +303,10 @@ class AANets(Method):
         if self.model.dual: self.model.backbone.alpha.requires_grad_(True)
         return {'history': hist, 'images': n_img}
 
-    # ---- records: the weights of every level after each phase
+    # ---- records: the weights of every level after each phase, what the network stores, the memory
     def record(self, extras: dict, p: Phase) -> dict:
+        extras['memory'] = {'extra_params': self.extra, 'exemplars_worth': self.off, 'matched': self.cfg.memory_matched,
+                            'exemplars': len(self.memory)}
         if not self.model.dual: return extras
         w = self.model.backbone.weights().detach().float().cpu()
         rec = extras.setdefault('aggregation', {'phase': [], 'stable': [], 'plastic': []})

@@ -16,7 +16,8 @@ from ..memory import *
 from ..learner import *
 
 # %% auto #0
-__all__ = ['PlainConfig', 'Finetune', 'Joint', 'kd_loss', 'ICaRLConfig', 'ICaRL', 'margin_ranking_loss', 'LUCIRConfig', 'LUCIR']
+__all__ = ['PlainConfig', 'Finetune', 'Joint', 'kd_loss', 'bce_targets', 'bce_loss', 'ICaRLConfig', 'ICaRL',
+           'margin_ranking_loss', 'LUCIRConfig', 'LUCIR']
 
 # %% ../../nbs/06_methods.baselines.ipynb #3fb4033f
 @dataclass
@@ -44,25 +45,62 @@ def kd_loss(logits, ref_logits, T: float = 2.0):
     "KL(softmax(ref/T) || softmax(logits/T)), summed over classes, averaged over the batch, times T^2."
     return F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(ref_logits / T, 1), reduction='batchmean', log_target=True) * T * T
 
+def bce_targets(y, n_classes: int, ref_logits=None):
+    "iCaRL's targets: one-hot `y` over `n_classes`, the first `ref_logits.shape[1]` (old) columns replaced by the old model's sigmoids."
+    t = F.one_hot(y, n_classes).float()
+    if ref_logits is not None: t[:, :ref_logits.shape[1]] = torch.sigmoid(ref_logits.float())
+    return t
+
+def bce_loss(logits, y, ref_logits=None):
+    "iCaRL's own loss: binary cross-entropy of every sigmoid against `bce_targets`, summed over classes, averaged over the batch; (new part, old part)."
+    n_old = 0 if ref_logits is None else ref_logits.shape[1]
+    per = F.binary_cross_entropy_with_logits(logits.float(), bce_targets(y, logits.shape[1], ref_logits), reduction='none')
+    return per[:, n_old:].sum(1).mean(), per[:, :n_old].sum(1).mean()
+
 @dataclass
 class ICaRLConfig(Config):
     "iCaRL (LUCIR-family variant): linear head, herded exemplars (the paper: 2,000 in total), KD at T=2 with weight 0.25."
     head: str = 'linear'
     memory: int | None = 2000        # iCaRL's fixed memory, re-balanced over the seen classes
     per_class: int | None = None
-    T: float = 2.0
-    beta: float = 0.25
+    T: float = 2.0                   # KD temperature (distill='kd')
+    beta: float = 0.25               # KD weight (distill='kd')
+    distill: str = 'kd'              # 'kd' (softmax KD of the old logits) or 'bce' (the paper: sigmoid binary cross-entropy)
+    imprint: bool = False            # phases >= 1: set the new rows to the new classes' normalised mean features
+    freeze_old: bool = False         # phases >= 1: the old classes' rows stop training
     SMALL: ClassVar[dict] = dict(memory=None)   # the small preset keeps 20 a class
     paper_protocol: ClassVar[dict] = dict(base=10, increment=10, memory=2000)   # B0: 10 phases of 10 classes
+    RELEASED_HOST: ClassVar[dict] = dict(head='cosine', imprint=True, freeze_old=True)   # the AANets / Mnemonics code's iCaRL
+    @classmethod
+    def released(cls, small: bool = True, **kw):
+        "The released codes' iCaRL host (cosine head, imprinted new rows, frozen old rows) on the small or paper preset."
+        return cls.preset(small, **{**cls.RELEASED_HOST, **kw})
 
 @register
 class ICaRL(Method):
     "Herding memory, distillation of the old logits, nearest-mean-of-exemplars classification."
     name, Config = 'icarl', ICaRLConfig
+    def __init__(self, config: ICaRLConfig | None = None, **kw):
+        super().__init__(config, **kw)
+        d = getattr(self.cfg, 'distill', 'kd')   # getattr: hosted methods call these hooks with configs of their own
+        check(d in ('kd', 'bce'), f"distill must be 'kd' (softmax KD) or 'bce' (the paper's sigmoid loss), got {d!r}")
+    def before_phase(self, p: Phase):
+        super().before_phase(p)
+        if p.t == 0: return
+        if getattr(self.cfg, 'imprint', False):
+            self.model.eval()
+            feats = extract_features(self.model.features, self.train_x[p.train_idx], self.prep)
+            self.model.head.imprint(feats, self.train_y[p.train_idx])
+        if getattr(self.cfg, 'freeze_old', False): self.model.head.freeze_old()
     def loss(self, x, y):
-        logits = self.model(x); ce = F.cross_entropy(logits, y)
-        if self.old_model is None: return ce, {'ce': ce}
-        with torch.no_grad(): ref = self.old_model(x)
+        logits = self.model(x); ref = None
+        if self.old_model is not None:
+            with torch.no_grad(): ref = self.old_model(x)
+        if getattr(self.cfg, 'distill', 'kd') == 'bce':
+            new, old = bce_loss(logits, y, ref)
+            return new + old, ({'bce': new} if ref is None else {'bce': new, 'bce_old': old})
+        ce = F.cross_entropy(logits, y)
+        if ref is None: return ce, {'ce': ce}
         kd = self.cfg.beta * kd_loss(logits[:, :ref.shape[1]], ref, self.cfg.T)
         return ce + kd, {'ce': ce, 'kd': kd}
 
