@@ -247,7 +247,7 @@ def add_run_args(p, method: str, out: str):
     a('--increment', help="classes a phase after that: an int, or a list like 3,3,2 (default 2; with --preset paper the method's paper protocol)")
     a('--memory', type=int, help='total exemplars, re-balanced over the seen classes each phase')
     a('--per_class', type=int, help='or a fixed number of exemplars a class')
-    a('--backbone', help="resnet20, resnet32, resnet18, ci_net (default: the preset's)")
+    a('--backbone', help="resnet20, resnet32, resnet18, resnet18_imagenet, ci_net (default: the preset's)")
     a('--size', type=int, help='resize images to size x size')
     a('--train_per_class', type=int, help='train on a fixed cut of this many training images a class (seeded, seed 0; '
       'val and test stay whole), e.g. 500 for the Fashion-MNIST benchmark')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #54502b59
 from __future__ import annotations
-import os, pickle, math, gzip, struct, zlib
+import os, pickle, math, gzip, struct, zlib, hashlib, json
 from dataclasses import dataclass, field, replace as _dc_replace
 from pathlib import Path
 import numpy as np
@@ -15,16 +15,20 @@ from fastcore.basics import patch
 from .core import *
 
 # %% auto #0
-__all__ = ['VAL_FRAC', 'FASHION_CLASSES', 'FASHION_FILES', 'FASHION_SYSTEM_DIR', 'DATASETS', 'DIGITS_SIZE', 'CILData',
-           'to_nchw_uint8', 'resize_images', 'stratified_split', 'carve_val', 'load_digits_data', 'load_mnist5k',
-           'make_synthetic', 'medmnist_flags', 'load_medmnist', 'default_root', 'load_cifar', 'read_idx', 'write_idx',
-           'load_fashion_mnist', 'load_folder', 'from_arrays', 'per_class_subset', 'load_dataset', 'show_images',
-           'show_data', 'class_order', 'Phase', 'Scenario', 'Augment', 'Batches']
+__all__ = ['CHUNKED_STATS_ABOVE', 'VAL_FRAC', 'FASHION_CLASSES', 'FASHION_FILES', 'FASHION_SYSTEM_DIR', 'IMAGE_EXTENSIONS',
+           'FOLDER_CACHE_VERSION', 'DATASETS', 'DIGITS_SIZE', 'CILData', 'to_nchw_uint8', 'resize_images',
+           'stratified_split', 'carve_val', 'load_digits_data', 'load_mnist5k', 'make_synthetic', 'medmnist_flags',
+           'load_medmnist', 'default_root', 'load_cifar', 'read_idx', 'write_idx', 'load_fashion_mnist', 'cache_root',
+           'ram_limit_mb', 'load_limit_mb', 'DiskImages', 'load_folder', 'from_arrays', 'make_image_folder',
+           'per_class_subset', 'load_dataset', 'show_images', 'show_data', 'class_order', 'Phase', 'Scenario',
+           'resized_crop_boxes', 'crop_resize', 'Augment', 'Batches']
 
 # %% ../nbs/01_data.ipynb #9a82b170
+CHUNKED_STATS_ABOVE = 2**28   # pixels (CIFAR's 45,000 training images have 138 M): `mean_std` of a bigger training set in memory sums chunks (float64) instead of copying it to float
+
 @dataclass
 class CILData:
-    "A data set in memory: uint8 images N x C x H x W, int64 labels, class names."
+    "A data set: uint8 images N x C x H x W (tensors, or `DiskImages` for a folder too big for memory), int64 labels, class names."
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -53,11 +57,24 @@ class CILData:
     def size(self): return tuple(self.train_x.shape[2:])
     def mean_std(self):
         "Per-channel mean and std of the training images, in [0, 1] units (for normalisation)."
+        if hasattr(self.train_x, 'channel_moments'):   # on disk: from per-image sums stored with the cache, nothing loaded
+            s, q, n = self.train_x.channel_moments(); m = s / n
+            return (m / 255).tolist(), (np.sqrt(np.maximum(q - n * m * m, 0) / (n - 1)) / 255).tolist()
+        if self.train_x.numel() > CHUNKED_STATS_ABOVE:   # float64 sums a chunk at a time, not a float copy of the whole set
+            s, q = torch.zeros(self.channels, dtype=torch.float64), torch.zeros(self.channels, dtype=torch.float64)
+            for c in self.train_x.split(max(1, 2**22 // math.prod(self.train_x.shape[1:]))):   # 4 M pixels (32 MB in float64) a chunk
+                c = c.double().transpose(0, 1).flatten(1); s += c.sum(1).cpu(); q += (c * c).sum(1).cpu()
+            n = self.train_x.numel() // self.channels; m = s / n
+            return (m / 255).tolist(), ((q - n * m * m).clamp_min(0) / (n - 1)).sqrt().div(255).tolist()
         x = self.train_x.float().div_(255)
         return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
     def __repr__(self):
         ns = ', '.join(f'{s} {len(getattr(self, s+"_y"))}' for s in self.split_names)
         return f'CILData({self.name!r}: {self.n_classes} classes, {self.channels}x{self.size[0]}x{self.size[1]}, {ns}, flip={self.flip})'
+
+def _take(x, idx):
+    "`x[idx]`, but a `DiskImages` stays on disk (its `subset`) however many images `idx` picks."
+    return x.subset(idx) if hasattr(x, 'subset') else x[idx]
 
 # %% ../nbs/01_data.ipynb #4367229c
 def to_nchw_uint8(x) -> torch.Tensor:
@@ -101,7 +118,7 @@ def carve_val(d: CILData, frac: float = VAL_FRAC, seed: int = 0) -> CILData:
     check(not one, f'{d.name}: class(es) {one[:5]} have a single training image, none to spare for a validation split: give the data '
           f'set a val split of its own (a val/ folder, from_arrays(..., val_x=, val_y=)) or none (from_arrays(..., val_frac=0))')
     tr, va = (torch.as_tensor(i) for i in stratified_split(d.train_y.cpu().numpy(), frac, seed, part='validation'))
-    return _dc_replace(d, train_x=d.train_x[tr], train_y=d.train_y[tr], val_x=d.train_x[va], val_y=d.train_y[va],
+    return _dc_replace(d, train_x=_take(d.train_x, tr), train_y=d.train_y[tr], val_x=_take(d.train_x, va), val_y=d.train_y[va],
                        note=d.note + f"; val: {frac:.0%} of each class's training images (stratified, seed {seed}), held out of train")
 
 @patch
@@ -280,39 +297,340 @@ def load_fashion_mnist(root=None, download: bool = False) -> CILData:
                 flip=True, note=f'Fashion-MNIST idx files in {found["train_x"].parent}; official {len(a["train_y"]):,}/{len(a["test_y"]):,} train/test split')
     return carve_val(d)
 
+# %% ../nbs/01_data.ipynb #d15c0002
+def cache_root() -> Path:
+    "Where decoded image folders are cached: `$CIL_NB_CACHE`, else `~/.cil_nb/cache`."
+    return Path(os.environ.get('CIL_NB_CACHE', '~/.cil_nb/cache')).expanduser()
+
+def _env_mb(name: str, default: float) -> float:
+    v = os.environ.get(name, '')
+    try: mb = float(v) if v else default
+    except ValueError: raise CILError(f'${name} must be a number of megabytes, got {v!r}') from None
+    check(mb >= 0, f'${name} must be >= 0 megabytes, got {v!r}'); return mb
+
+def ram_limit_mb() -> float:
+    "A `folder:` set up to this many MB of uint8 pixels is held in memory, a larger one on disk: `$CIL_NB_RAM_MB`, else 2048."
+    return _env_mb('CIL_NB_RAM_MB', 2048.)
+
+def load_limit_mb() -> float:
+    "Indexing a `DiskImages` loads results up to this many MB as a tensor, larger ones stay on disk: `$CIL_NB_LOAD_MB`, else 256."
+    return _env_mb('CIL_NB_LOAD_MB', 256.)
+
+class _Npy:
+    "A .npy file of uint8 images N x C x H x W (and per-image channel sums), read by row offsets with plain file reads."
+    def __init__(self, path, stats=None):
+        self.path = Path(path)
+        a = np.load(self.path, mmap_mode='r')   # only to read the header: shape, dtype and where the pixels start
+        check(a.dtype == np.uint8 and a.ndim == 4 and not a.dtype.hasobject, f'{self.path} must hold uint8 N x C x H x W images, got {a.dtype} {a.shape}')
+        self.shape, self.offset = tuple(a.shape), a.offset; del a
+        self.stats = np.load(stats) if stats is not None else None   # N x C x 2 float64: each image's channel sums and sums of squares
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        "Images `rows`, in that order, as a new array: one read for each run of consecutive rows, straight into place; nothing stays mapped."
+        rows = np.asarray(rows, np.int64); n = math.prod(self.shape[1:])
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8); buf = memoryview(out.reshape(-1))
+        cut = np.flatnonzero(np.diff(rows) != 1) + 1
+        with open(self.path, 'rb', buffering=0) as f:
+            for a, b in zip(np.r_[0, cut], np.r_[cut, len(rows)]):
+                off, mv, got = self.offset + int(rows[a]) * n, buf[a * n:b * n], 0
+                while got < len(mv):
+                    k = os.preadv(f.fileno(), [mv[got:]], off + got) if hasattr(os, 'preadv') else (f.seek(off + got), f.readinto(mv[got:]))[1]
+                    check(k, f'{self.path} ends before image {int(rows[a]) + got // n}: the cache entry is damaged, delete its folder')
+                    got += k
+        return out
+
+def _is_cat(func): return func in (torch.cat, torch.concat, torch.concatenate)
+
+class DiskImages:
+    """uint8 images N x C x H x W read by index from .npy files on disk (and tensors, after `torch.cat` with them): the
+    stand-in for a tensor that `folder:` gives for a set too big to hold in memory. Indexing gives a tensor on `device`
+    when the result holds at most `load_limit_mb()` MB and another `DiskImages` otherwise; `split(n)` yields tensors of
+    `n` images; `to(device)` only changes where results go. Any other tensor operation loads every image it touches
+    (with a warning)."""
+    dtype, ndim, is_sparse = torch.uint8, 4, False
+    def __init__(self, sources, src=None, rows=None, device='cpu'):
+        self.sources = tuple(sources)
+        check(len(self.sources) > 0, 'DiskImages needs at least one source')
+        chw = {tuple(s.shape[1:]) for s in self.sources}
+        check(len(chw) == 1 and all(getattr(s, 'dtype', np.uint8) in (np.uint8, torch.uint8) for s in self.sources),
+              f'DiskImages sources must all be uint8 images of one size, got {sorted(chw)}')
+        self.chw = chw.pop()
+        if src is None:
+            src = np.concatenate([np.full(s.shape[0], i, np.int32) for i, s in enumerate(self.sources)])
+            rows = np.concatenate([np.arange(s.shape[0], dtype=np.int64) for s in self.sources])
+        self.src, self.rows, self.device = np.asarray(src, np.int32), np.asarray(rows, np.int64), torch.device(device)
+    @property
+    def shape(self) -> torch.Size: return torch.Size((len(self.rows), *self.chw))
+    def size(self, dim: int | None = None): return self.shape if dim is None else self.shape[dim]
+    def dim(self) -> int: return 4
+    def numel(self) -> int: return math.prod(self.shape)
+    def __len__(self) -> int: return len(self.rows)
+    @property
+    def is_cuda(self) -> bool: return self.device.type == 'cuda'
+    @property
+    def image_bytes(self) -> int: return math.prod(self.chw)
+    def _positions(self, index) -> np.ndarray:
+        if isinstance(index, torch.Tensor): index = index.detach().cpu().numpy()
+        try: return np.arange(len(self))[index]
+        except IndexError as e: raise CILError(f'DiskImages of {len(self)} images: {e}') from None
+    def subset(self, index) -> 'DiskImages':
+        "The images at `index` (positions, a slice or a mask), still on disk."
+        p = self._positions(index)
+        return DiskImages(self.sources, self.src[p], self.rows[p], self.device)
+    def _read(self, p: np.ndarray) -> torch.Tensor:
+        src, rows = self.src[p], self.rows[p]
+        if len(src) == 0 or (src == src[0]).all():   # one source (the usual case): no scatter, no second copy
+            S = self.sources[int(src[0]) if len(src) else 0]
+            if isinstance(S, torch.Tensor): return S[torch.as_tensor(rows, device=S.device)].to(self.device)
+            return torch.from_numpy(S.read(rows)).to(self.device)
+        out = torch.empty((len(p), *self.chw), dtype=torch.uint8, device=self.device)
+        for s in np.unique(src):
+            m = np.flatnonzero(src == s); S = self.sources[s]
+            if isinstance(S, torch.Tensor):
+                out[torch.as_tensor(m, device=self.device)] = S[torch.as_tensor(rows[m], device=S.device)].to(self.device)
+            else: out[torch.as_tensor(m, device=self.device)] = torch.from_numpy(S.read(rows[m])).to(self.device)
+        return out
+    def load(self) -> torch.Tensor:
+        "All the images, as one tensor on `device`."
+        return self._read(np.arange(len(self)))
+    def __getitem__(self, index):
+        if isinstance(index, tuple):   # x[i, ...]: the images first, then the rest of the index on them
+            first, rest = index[0], index[1:]
+            if isinstance(first, (int, np.integer)): return self._read(self._positions([first]))[0][rest]
+            return self._read(self._positions(first))[(slice(None),) + rest]
+        if isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.ndim == 0):
+            return self._read(self._positions([int(index)]))[0]
+        p = self._positions(index)
+        if len(p) * self.image_bytes <= load_limit_mb() * 2**20: return self._read(p)
+        return DiskImages(self.sources, self.src[p], self.rows[p], self.device)
+    def split(self, n: int):
+        "Chunks of `n` images, each read when it is reached."
+        check(n > 0, f'split size must be > 0, got {n}')
+        return _Chunks(self, int(n))
+    def __iter__(self):
+        for c in self.split(64): yield from c
+    def to(self, *args, **kwargs):
+        "A copy whose reads land on another device; a dtype or memory format loads the images (see `load`)."
+        dev = kwargs.pop('device', None); rest = []
+        for a in args:
+            if isinstance(a, (str, torch.device)) and dev is None: dev = a
+            else: rest.append(a)
+        if not rest and not kwargs: return DiskImages(self.sources, self.src, self.rows, dev if dev is not None else self.device)
+        return self._loaded('to')(*args, **kwargs)
+    def cpu(self): return self.to('cpu')
+    def cuda(self, device=None): return self.to(torch.device('cuda' if device is None else device))
+    def channel_moments(self):
+        "Per channel: the sum and the sum of squares of every pixel value (float64, 0..255 units), and the number of pixels."
+        C = self.chw[0]; s, q = np.zeros(C), np.zeros(C)
+        for i, S in enumerate(self.sources):
+            r = self.rows[self.src == i]
+            if not len(r): continue
+            if isinstance(S, torch.Tensor) or S.stats is None:
+                for k in range(0, len(r), 256):
+                    t = S[torch.as_tensor(r[k:k + 256], device=S.device)].cpu().numpy() if isinstance(S, torch.Tensor) else S.read(r[k:k + 256])
+                    t = t.reshape(len(t), C, -1).astype(np.float64); s += t.sum((0, 2)); q += (t * t).sum((0, 2))
+            else:
+                st = S.stats[r]; s += st[:, :, 0].sum(0); q += st[:, :, 1].sum(0)
+        return s, q, len(self) * math.prod(self.chw[1:])
+    def _loaded(self, what: str):
+        import warnings
+        warnings.warn(f'{what} on DiskImages loads all {len(self)} images ({len(self) * self.image_bytes / 2**20:.0f} MB) into memory '
+                      f'on {self.device}', stacklevel=3)
+        return getattr(self.load(), what)
+    def __getattr__(self, name):
+        if name.startswith('_') or not hasattr(torch.Tensor, name): raise AttributeError(name)
+        return self._loaded(name)
+    def __array__(self, dtype=None, copy=None):
+        a = self.load().cpu().numpy()
+        return a if dtype is None else a.astype(dtype)
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if _is_cat(func) and len(args) >= 1 and (args[1] if len(args) > 1 else kwargs.get('dim', 0)) == 0 and not kwargs.get('out'):
+            parts = list(args[0])
+            if all(isinstance(p, DiskImages) or (isinstance(p, torch.Tensor) and p.dtype == torch.uint8 and p.ndim == 4) for p in parts):
+                return _cat_lazy(parts)
+        def load(a):
+            if isinstance(a, DiskImages): return a.load()
+            if isinstance(a, (list, tuple)): return type(a)(load(b) for b in a)
+            return a
+        import warnings
+        warnings.warn(f'{getattr(func, "__name__", func)} on DiskImages loads the images into memory', stacklevel=2)
+        return func(*load(args), **{k: load(v) for k, v in kwargs.items()})
+    def __repr__(self):
+        files = sorted({str(s.path) for s in self.sources if isinstance(s, _Npy)})
+        return (f'DiskImages({len(self)} x {" x ".join(map(str, self.chw))} uint8, {len(self) * self.image_bytes / 2**20:.1f} MB '
+                f'in {", ".join(files) or "memory"}, device={self.device})')
+
+class _Chunks:
+    def __init__(self, x: DiskImages, n: int): self.x, self.n = x, n
+    def __len__(self): return -(-len(self.x) // self.n)
+    def __iter__(self):
+        for k in range(0, len(self.x), self.n): yield self.x._read(np.arange(k, min(k + self.n, len(self.x))))
+
+def _cat_lazy(parts) -> DiskImages:
+    "`torch.cat` of DiskImages and uint8 tensors along the images, without reading anything."
+    dev = next(p.device for p in parts if isinstance(p, DiskImages))
+    sources, srcs, rows = [], [], []
+    for p in parts:
+        if isinstance(p, DiskImages):
+            base = {}
+            for i, s in enumerate(p.sources):
+                hit = next((j for j, t in enumerate(sources) if t is s), None)
+                if hit is None: sources.append(s); hit = len(sources) - 1
+                base[i] = hit
+            srcs.append(np.array([base[i] for i in range(len(p.sources))], np.int32)[p.src]); rows.append(p.rows)
+        else:
+            sources.append(p); srcs.append(np.full(len(p), len(sources) - 1, np.int32)); rows.append(np.arange(len(p), dtype=np.int64))
+    return DiskImages(sources, np.concatenate(srcs), np.concatenate(rows), dev)
+
 # %% ../nbs/01_data.ipynb #eb0f94eb
-def _read_tree(path: Path, size, classes=None):
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp')
+FOLDER_CACHE_VERSION = 1
+
+def _list_tree(path: Path, classes=None):
+    "The (file, label) pairs of an ImageFolder tree, in torchvision's order, and its class names."
     from torchvision.datasets.folder import find_classes, make_dataset
-    from PIL import Image
-    found, c2i = find_classes(str(path))
+    try: found, c2i = find_classes(str(path))
+    except FileNotFoundError as e: raise CILError(f'no class folders under {path} ({e}): expected <class>/<image>.png (ImageFolder layout)') from None
     if classes is not None:
         check(set(found) <= set(classes), f'{path} has classes {sorted(set(found) - set(classes))} that the train folder does not have')
         c2i = {c: classes.index(c) for c in found}
-    try: items = make_dataset(str(path), c2i, extensions=('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp'))
+    try: items = make_dataset(str(path), c2i, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e: raise CILError(f'no images found under {path} ({e}): expected <class>/<image>.png (ImageFolder layout)') from None
-    ims = [Image.open(p) for p, _ in items]
-    mode = 'L' if all(im.mode in ('L', '1', 'I;16', 'I') for im in ims) else 'RGB'
-    ims = [im.convert(mode) for im in ims]
-    if size: ims = [im.resize((size, size), Image.BILINEAR) for im in ims]
-    sizes = {im.size for im in ims}
-    check(len(sizes) == 1, f'images under {path} differ in size ({sorted(sizes)[:3]} ...): pass size= (--size) to resize them all')
-    x = np.stack([np.asarray(im) for im in ims])
-    return x, np.array([t for _, t in items]), (classes or found)
+    return items, (classes or found)
 
-def load_folder(path, size: int | None = None, flip: bool = True) -> CILData:
-    "An ImageFolder tree: `train/`, `test/` (and `val/`) sub-folders, or one tree split 80/20 per class; 10% of train to val without `val/`."
+def _open(p):
+    from PIL import Image, UnidentifiedImageError
+    try: return Image.open(p)
+    except (OSError, UnidentifiedImageError) as e: raise CILError(f'cannot read image {p}: {e}') from None
+
+def _head(p):
+    with _open(p) as im: return im.mode, im.size
+
+def _decode(p, mode: str, size):
+    "One image as a uint8 H x W (x C) array in `mode`, resized to size x size (PIL bilinear) if `size`; and its channel sums."
+    from PIL import Image
+    with _open(p) as im:
+        try:
+            im = im.convert(mode)
+            if size: im = im.resize((size, size), Image.BILINEAR)
+            a = np.asarray(im)
+        except OSError as e: raise CILError(f'cannot decode image {p}: {e}') from None
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    f = a.reshape(len(a), -1).astype(np.int64)
+    return a, np.stack([f.sum(1), (f * f).sum(1)], 1).astype(np.float64)
+
+def _pmap(fn, xs, workers: int):
+    if workers <= 1: return [fn(x) for x in xs]
+    from concurrent.futures import ThreadPoolExecutor   # PIL releases the GIL while it decodes and resizes
+    with ThreadPoolExecutor(workers) as ex: return list(ex.map(fn, xs))
+
+def _decode_into(files, mode, size, write, workers: int, chunk: int = 128):
+    "Decode `files` a chunk at a time and hand each chunk (k x C x H x W uint8, k x C x 2 sums) to `write(start, images, sums)`."
+    for i in range(0, len(files), chunk):
+        out = _pmap(lambda p: _decode(p, mode, size), files[i:i + chunk], workers)
+        shapes = {a.shape for a, _ in out}
+        check(len(shapes) == 1, f'images differ in size ({sorted(shapes)[:3]} ...): pass size= (--size) to resize them all')
+        write(i, np.stack([a for a, _ in out]), np.stack([s for _, s in out]))
+
+def _fingerprint(root: Path, files, labels, size) -> str:
+    "A hash of the folder, the size and every file's path, label, length and modification time: a cache entry is reused only while it matches."
+    h = hashlib.sha256(f'v{FOLDER_CACHE_VERSION}|{root.resolve()}|{size}\n'.encode())
+    for f, t in zip(files, labels):
+        st = os.stat(f); h.update(f'{os.path.relpath(f, root)}|{t}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
+    return h.hexdigest()[:24]
+
+def _cache_shape(d: Path, n: int):
+    "The image shape of a complete cache entry in `d` for `n` files, else None."
+    try:
+        meta = json.loads((d / 'meta.json').read_text()); shape = tuple(np.load(d / 'images.npy', mmap_mode='r').shape)
+        ok = meta.get('version') == FOLDER_CACHE_VERSION and shape[0] == n and np.load(d / 'stats.npy', mmap_mode='r').shape[0] == n
+        return shape if ok else None
+    except (OSError, ValueError, KeyError): return None
+
+def _build_cache(d: Path, files, mode, size, shape, workers, meta: dict):
+    "Decode every image once into `d/images.npy` (+ `stats.npy`, `meta.json`), written in a temporary folder and renamed into place."
+    import shutil, tempfile, time
+    d.parent.mkdir(parents=True, exist_ok=True)
+    need = math.prod(shape) + shape[0] * shape[1] * 16 + 2**20; free = shutil.disk_usage(d.parent).free
+    check(free > need, f'caching {len(files):,} images of {shape[1]}x{shape[2]}x{shape[3]} needs {need / 2**30:.2f} GB in {d.parent}, '
+          f'which has {free / 2**30:.2f} GB free: point $CIL_NB_CACHE at a disk with room, or choose a smaller --size')
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{d.name}.tmp-', dir=d.parent))
+    try:
+        stats = np.zeros((shape[0], shape[1], 2))
+        with open(tmp / 'images.npy', 'wb') as f:
+            np.lib.format.write_array_header_1_0(f, {'descr': '|u1', 'fortran_order': False, 'shape': tuple(shape)})
+            def write(i, a, s): f.write(np.ascontiguousarray(a).tobytes()); stats[i:i + len(a)] = s
+            t = time.perf_counter(); _decode_into(files, mode, size, write, workers)
+            f.flush(); os.fsync(f.fileno())
+        np.save(tmp / 'stats.npy', stats)
+        (tmp / 'meta.json').write_text(json.dumps({**meta, 'version': FOLDER_CACHE_VERSION, 'shape': list(shape), 'mode': mode,
+                                                   'decode_s': round(time.perf_counter() - t, 1)}, indent=1))
+        if d.exists() and _cache_shape(d, shape[0]) is None: shutil.rmtree(d, ignore_errors=True)   # a damaged entry: replaced
+        try: os.rename(tmp, d)
+        except OSError:   # another process cached the same folder first: use its copy
+            if _cache_shape(d, shape[0]) is None: raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+def _folder_images(root: Path, files, labels, size, in_ram, workers):
+    "All the images as a `DiskImages` over the cache file or over the decoded array, whether to load the splits into memory, and a note."
+    n = len(files); key = _fingerprint(root, files, labels, size); d = cache_root() / f'folder-{key}'
+    shape = _cache_shape(d, n)
+    if shape is None:
+        heads = _pmap(_head, files, workers)
+        mode = 'L' if all(m in ('L', '1', 'I;16', 'I') for m, _ in heads) else 'RGB'
+        sizes = {s for _, s in heads}
+        check(size or len(sizes) == 1, f'images under {root} differ in size ({sorted(sizes)[:3]} ...): pass size= (--size) to resize them all')
+        w, h = (size, size) if size else sizes.pop()
+        shape, cached = (n, 1 if mode == 'L' else 3, h, w), False
+    else: mode, cached = ('L' if shape[1] == 1 else 'RGB'), True
+    mb = math.prod(shape) / 2**20
+    keep = mb <= ram_limit_mb() if in_ram is None else in_ram
+    if keep and not cached:   # decoded straight into one array; no cache entry for a set that lives in memory
+        x = np.empty(shape, np.uint8)
+        def write(i, a, s): x[i:i + len(a)] = a
+        _decode_into(files, mode, size, write, workers)
+        return DiskImages([torch.from_numpy(x)]), True, f'{mb:.0f} MB in memory'
+    if not cached: _build_cache(d, files, mode, size, shape, workers, {'path': str(root.resolve()), 'size': size, 'files': n})
+    return (DiskImages([_Npy(d / 'images.npy', d / 'stats.npy')]), keep,
+            f'{mb:.0f} MB in memory (read from the cache {d})' if keep else f'{mb:.0f} MB on disk, read by batch from {d}')
+
+def load_folder(path, size: int | None = None, flip: bool = True, in_ram: bool | None = None, workers: int | None = None) -> CILData:
+    """An ImageFolder tree: `train/`, `test/` (and `val/`) sub-folders, `train/` and `val/` (ImageNet's layout: val is the
+    test split), or one tree split 80/20 per class; 10% of train to val without a val split of its own. Sets above
+    `ram_limit_mb()` (or with `in_ram=False`) are decoded once into a cache and read from disk by batch (`DiskImages`)."""
     path = Path(os.path.expanduser(path))
     check(path.is_dir(), f'folder {path} does not exist: folder:<path> needs a directory of class sub-folders (ImageFolder layout)')
+    workers = max(1, min(8, torch.get_num_threads())) if workers is None else workers
+    check(workers >= 1, f'workers must be >= 1, got {workers}')
     if (path / 'train').is_dir():
-        check((path / 'test').is_dir(), f'{path} has train/ but no test/: add test/<class>/ images, or use one tree without train/')
-        x, y, classes = _read_tree(path / 'train', size)
-        splits = {s: _read_tree(path / s, size, classes)[:2] for s in ('test', 'val') if (path / s).is_dir()}
-        v = splits.get('val', (None, None))
-        return carve_val(CILData(f'folder:{path}', to_nchw_uint8(x), torch.as_tensor(y), to_nchw_uint8(splits['test'][0]), torch.as_tensor(splits['test'][1]), classes,
-                                 to_nchw_uint8(v[0]) if v[0] is not None else None, torch.as_tensor(v[1]) if v[1] is not None else None,
-                                 flip=flip, note=f'ImageFolder {path} (train/test' + ('/val' if v[0] is not None else '') + ' folders)'))
-    x, y, classes = _read_tree(path, size)
-    return _from_split(f'folder:{path}', x, y, classes, flip=flip, note=f'ImageFolder {path}; stratified 80/20 train/test split, seed 0')
+        check((path / 'test').is_dir() or (path / 'val').is_dir(),
+              f'{path} has train/ but no test/ (nor val/): add test/<class>/ images, or use one tree without train/')
+        names = {'train': 'train', 'test': 'test' if (path / 'test').is_dir() else 'val'}
+        if names['test'] == 'test' and (path / 'val').is_dir(): names['val'] = 'val'
+        items, classes = _list_tree(path / 'train')
+        parts = {'train': items, **{s: _list_tree(path / f, classes)[0] for s, f in names.items() if s != 'train'}}
+        how = (f'ImageFolder {path} (train/test' + ('/val' if 'val' in names else '') + ' folders)' if names['test'] == 'test' else
+               f'ImageFolder {path} (train/ and val/ folders: val/ is the test split, as ImageNet results report it)')
+    else:
+        items, classes = _list_tree(path); parts = {'all': items}
+        how = f'ImageFolder {path}; stratified 80/20 train/test split, seed 0'
+    files = [f for p in parts.values() for f, _ in p]; labels = [t for p in parts.values() for _, t in p]
+    x, keep, where = _folder_images(path, files, labels, size, in_ram, workers)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    at, spans = 0, {}
+    for s, p in parts.items(): spans[s] = np.arange(at, at + len(p)); at += len(p)
+    note = f'{how}; {where}'
+    if 'all' in parts:
+        tr, te = stratified_split(y.numpy(), 0.2, seed=0)
+        d = CILData(f'folder:{path}', _take(x, tr), y[tr], _take(x, te), y[te], classes, flip=flip, note=note)
+    else:
+        sp = {s: (_take(x, i), y[i]) for s, i in spans.items()}
+        d = CILData(f'folder:{path}', *sp['train'], *sp['test'], classes, *sp.get('val', (None, None)), flip=flip, note=note)
+    d = carve_val(d)   # the splits are views of `x` so far; held in memory, each becomes a tensor of its own (then `x` is freed)
+    return _dc_replace(d, **{f'{s}_x': getattr(d, f'{s}_x').load() for s in d.split_names}) if keep else d
 
 def from_arrays(x, y, test_x=None, test_y=None, val_x=None, val_y=None, classes=None, name: str = 'arrays',
                 test_frac: float = 0.2, flip: bool = True, val_frac: float = VAL_FRAC) -> CILData:
@@ -332,6 +650,26 @@ def from_arrays(x, y, test_x=None, test_y=None, val_x=None, val_y=None, classes=
                     None if val_x is None else to_nchw_uint8(val_x), None if val_y is None else remap(val_y), flip=flip, note='arrays')
     return carve_val(d, val_frac) if val_frac else d
 
+# %% ../nbs/01_data.ipynb #d15c0004
+def make_image_folder(root, n_classes: int = 10, per_class: int = 6, size: int = 64, fmt: str = 'jpg', seed: int = 0,
+                      splits: dict | None = None, size_jitter: int = 0) -> Path:
+    """Write a generated ImageFolder tree under `root`: `n_classes` classes of `per_class` colour images (`size` px, +- up
+    to `size_jitter` px a side so that sizes differ), each its class's smooth random pattern, shifted, plus noise, saved
+    as `fmt` ('jpg' or 'png'); `splits={'train': 4, 'test': 2}` writes those sub-folders with that many a class instead."""
+    from PIL import Image
+    check(fmt in ('jpg', 'png'), f"fmt must be 'jpg' or 'png', got {fmt!r}")
+    root = Path(root); rng = np.random.RandomState(seed); big = size + size_jitter
+    protos = [np.asarray(Image.fromarray(rng.randint(0, 256, (4, 4, 3), dtype=np.uint8)).resize((big, big), Image.BICUBIC), np.float32)
+              for _ in range(n_classes)]
+    for split, n in (splits or {'': per_class}).items():
+        for c in range(n_classes):
+            (root / split / f'class{c:02d}').mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = (size + rng.randint(-size_jitter, size_jitter + 1, 2)) if size_jitter else (size, size)
+                a = np.roll(protos[c], rng.randint(-size // 8, size // 8 + 1, 2), (0, 1))[:h, :w] + rng.normal(0, 24, (h, w, 3))
+                Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(root / split / f'class{c:02d}' / f'{i:05d}.{fmt}', quality=90)
+    return root
+
 # %% ../nbs/01_data.ipynb #4ec7bf2d
 def per_class_subset(d: CILData, n_train: int, n_test: int | None = None, n_classes: int | None = None,
                      seed: int | None = None, n_val: int | None = None) -> CILData:
@@ -347,10 +685,10 @@ def per_class_subset(d: CILData, n_train: int, n_test: int | None = None, n_clas
         yy = y.numpy()
         return torch.as_tensor(np.sort(np.concatenate([rng.permutation(np.flatnonzero(yy == c))[:n] for c in range(nc)])))
     tr, te = pick(d.train_y, n_train), pick(d.test_y, n_test)
-    kw = dict(train_x=d.train_x[tr], train_y=d.train_y[tr], test_x=d.test_x[te], test_y=d.test_y[te], classes=d.classes[:nc],
+    kw = dict(train_x=_take(d.train_x, tr), train_y=d.train_y[tr], test_x=_take(d.test_x, te), test_y=d.test_y[te], classes=d.classes[:nc],
               note=d.note + f'; {n_train} training images a class' + (f', first {nc} classes' if nc < d.n_classes else ''))
     if d.val_x is not None:
-        kv = pick(d.val_y, n_val); kw.update(val_x=d.val_x[kv], val_y=d.val_y[kv])
+        kv = pick(d.val_y, n_val); kw.update(val_x=_take(d.val_x, kv), val_y=d.val_y[kv])
     return _dc_replace(d, **kw)
 
 # %% ../nbs/01_data.ipynb #d14489fc
@@ -490,15 +828,53 @@ class Scenario:
     def __repr__(self): return self.card()
 
 # %% ../nbs/01_data.ipynb #34ce68e9
+def resized_crop_boxes(n: int, H: int, W: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), g: torch.Generator | None = None,
+                       device=None, tries: int = 10) -> torch.Tensor:
+    "torchvision's `RandomResizedCrop` boxes for `n` images at once: (top, left, height, width) rows, `tries` draws an image, then its centre crop."
+    area = H * W
+    ta = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, tries, generator=g, device=device))
+    lr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, tries, generator=g, device=device)
+    ar = lr.exp()
+    w, h = (ta * ar).sqrt().round(), (ta / ar).sqrt().round()
+    ok = (w > 0) & (w <= W) & (h > 0) & (h <= H)
+    k = ok.int().argmax(1, keepdim=True); has = ok.any(1)       # the first draw that fits, as torchvision takes it
+    w, h = w.gather(1, k)[:, 0], h.gather(1, k)[:, 0]
+    r = W / H                                                    # none fits: the largest centre crop of an allowed ratio
+    cw, ch = (W, round(W / ratio[0])) if r < ratio[0] else ((round(H * ratio[1]), H) if r > ratio[1] else (W, H))
+    w, h = torch.where(has, w, float(cw)), torch.where(has, h, float(ch))
+    u = torch.rand(n, 2, generator=g, device=device)
+    top = torch.where(has, (u[:, 0] * (H - h + 1)).floor(), ((H - h) / 2).floor())
+    left = torch.where(has, (u[:, 1] * (W - w + 1)).floor(), ((W - w) / 2).floor())
+    return torch.stack([top, left, h, w], 1)
+
+def crop_resize(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+    "Each float image's box (top, left, height, width), bilinearly resized to the image's size, mirrored where `flip`: one `grid_sample` for the batch."
+    B, C, H, W = x.shape; b = boxes.to(x.device, torch.float32)
+    sx, sy = b[:, 3] / W, b[:, 2] / H                            # the box's share of the image, per axis
+    cx, cy = (2 * b[:, 1] + b[:, 3]) / W - 1, (2 * b[:, 0] + b[:, 2]) / H - 1   # its centre in [-1, 1] coordinates
+    if flip is not None: sx = torch.where(flip.to(x.device), -sx, sx)
+    z = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, z, cx], 1), torch.stack([z, sy, cy], 1)], 1)
+    grid = F.affine_grid(theta, [B, C, H, W], align_corners=False)
+    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=False)
+
+def _grey(x): return x if x.shape[1] == 1 else (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+
 class Augment:
-    """Batched pad-and-crop, optional horizontal flip and normalisation for N x C x H x W images; optionally also
-    brightness jitter, AutoAugment and Cutout (the recipe of FOSTER's CIFAR runs), all on the batch's device."""
+    """Batched augmentation and normalisation of N x C x H x W images, on the batch's device. `mode='pad'`: pad-and-crop
+    (CIFAR); `mode='natural'`: RandomResizedCrop (ImageNet). Then an optional horizontal flip; optionally also colour
+    jitter (brightness, contrast, saturation), AutoAugment and Cutout (FOSTER's CIFAR recipe, CIM's ImageNet one)."""
     def __init__(self, mean, std, pad: int = 4, flip: bool = True, crop: bool = True, autoaugment: str | None = None,
-                 cutout: int = 0, brightness: float = 0.0, aa_group: int = 16):
+                 cutout: int = 0, brightness: float = 0.0, aa_group: int = 16, mode: str = 'pad',
+                 scale: tuple = (0.08, 1.0), ratio: tuple = (3 / 4, 4 / 3), contrast: float = 0.0, saturation: float = 0.0):
         self.mean, self.std, self.pad, self.flip, self.crop = list(mean), list(std), pad, flip, crop
         check(autoaugment in (None, 'cifar10', 'imagenet', 'svhn'), f"autoaugment must be None, 'cifar10', 'imagenet' or 'svhn', got {autoaugment!r}")
         check(cutout >= 0 and brightness >= 0 and aa_group >= 1, f'cutout and brightness must be >= 0 and aa_group >= 1, got {cutout}, {brightness}, {aa_group}')
+        check(mode in ('pad', 'natural'), f"augmentation mode must be 'pad' (pad-and-crop) or 'natural' (RandomResizedCrop), got {mode!r}")
+        check(0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], f'scale must satisfy 0 < lo <= hi <= 1 and ratio 0 < lo <= hi, got {scale}, {ratio}')
+        check(contrast >= 0 and saturation >= 0, f'contrast and saturation jitter must be >= 0, got {contrast}, {saturation}')
         self.autoaugment, self.cutout, self.brightness, self.aa_group = autoaugment, cutout, brightness, aa_group
+        self.mode, self.scale, self.ratio, self.contrast, self.saturation = mode, tuple(scale), tuple(ratio), contrast, saturation
         self._aa = None
     def normalize(self, x):
         "uint8 or [0, 1] float images to normalised float."
@@ -507,12 +883,19 @@ class Augment:
         if ms is None or ms[0].device != x.device:   # built once per device, not copied to it every batch
             ms = self._ms = (torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1), torch.tensor(self.std, device=x.device).view(1, -1, 1, 1))
         return (x - ms[0]) / ms[1]
+    @property
+    def jitters(self) -> bool: return self.brightness > 0 or self.contrast > 0 or self.saturation > 0
     def photometric(self, x, g: torch.Generator | None = None):
-        "Brightness jitter (a factor in [1 - b, 1 + b] an image) and AutoAugment (one policy for each group of `aa_group` images), before normalising."
+        """Colour jitter, a factor an image in [1 - b, 1 + b] for brightness, contrast and saturation in that order (as
+        torchvision's `ColorJitter`, which draws the order at random), and AutoAugment (one policy for each group of
+        `aa_group` images), before normalising."""
         B = len(x)
-        if self.brightness > 0:
-            f = 1 + (torch.rand(B, generator=g, device=x.device) * 2 - 1) * self.brightness
-            x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()) * f[:, None, None, None]
+        if self.jitters:
+            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+            draw = lambda b: (1 + (torch.rand(B, generator=g, device=x.device) * 2 - 1) * b)[:, None, None, None]
+            if self.brightness > 0: x = (x * draw(self.brightness)).clamp(0, 1)
+            if self.contrast > 0: f = draw(self.contrast); x = (f * x + (1 - f) * _grey(x).mean((1, 2, 3), keepdim=True)).clamp(0, 1)
+            if self.saturation > 0: f = draw(self.saturation); x = (f * x + (1 - f) * _grey(x)).clamp(0, 1)
             x = (x.clamp(0, 1) * 255).round().to(torch.uint8)   # AutoAugment's colour operations expect uint8 (or [0, 1])
         if self.autoaugment is not None:
             if self._aa is None:
@@ -533,19 +916,24 @@ class Augment:
         hole = (my[:, :, None] & mx[:, None, :])[:, None]
         return x.masked_fill(hole, 0.0)
     def __call__(self, x, g: torch.Generator | None = None, train: bool = True):
-        if train and (self.brightness > 0 or self.autoaugment is not None): x = self.photometric(x, g)
+        if train and (self.jitters or self.autoaugment is not None): x = self.photometric(x, g)
         x = self.normalize(x)
         if not train: return x
         B, C, H, W = x.shape
-        if self.crop and self.pad > 0:
-            p = self.pad; xp = F.pad(x, (p, p, p, p))  # zeros after normalising: the mean colour (see below)
-            oy = torch.randint(0, 2 * p + 1, (B,), generator=g, device=x.device); ox = torch.randint(0, 2 * p + 1, (B,), generator=g, device=x.device)
-            rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
-            cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]
-            x = xp[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None], rows, cols]
-        if self.flip:
-            m = torch.rand(B, generator=g, device=x.device) < 0.5
-            x = torch.where(m[:, None, None, None], x.flip(-1), x)
+        if self.mode == 'natural':
+            boxes = resized_crop_boxes(B, H, W, self.scale, self.ratio, g, x.device)
+            m = torch.rand(B, generator=g, device=x.device) < 0.5 if self.flip else None
+            x = crop_resize(x, boxes, m)
+        else:
+            if self.crop and self.pad > 0:
+                p = self.pad; xp = F.pad(x, (p, p, p, p))  # zeros after normalising: the mean colour (see below)
+                oy = torch.randint(0, 2 * p + 1, (B,), generator=g, device=x.device); ox = torch.randint(0, 2 * p + 1, (B,), generator=g, device=x.device)
+                rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]
+                cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]
+                x = xp[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None], rows, cols]
+            if self.flip:
+                m = torch.rand(B, generator=g, device=x.device) < 0.5
+                x = torch.where(m[:, None, None, None], x.flip(-1), x)
         if self.cutout > 0: x = self.cut(x, g)
         return x
 

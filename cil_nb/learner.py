@@ -46,6 +46,8 @@ class Config:
     autoaugment: str | None = None  # None, or an AutoAugment policy: 'cifar10', 'imagenet', 'svhn' (see `data.Augment`)
     cutout_size: int = 0         # side of the Cutout square (0: off)
     brightness: float = 0.0      # brightness jitter: a factor in [1 - b, 1 + b] an image (0: off)
+    color_jitter: float = 0.0    # contrast and saturation jitter: a factor in [1 - j, 1 + j] an image each (0: off)
+    aug: str = 'pad'             # 'pad' (pad-and-crop, CIFAR) or 'natural' (RandomResizedCrop, ImageNet; see `data.Augment`)
     memory: int | None = None    # exemplars in total, re-balanced over the seen classes
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
     selection: str = 'herding'   # 'herding', 'random' or 'closest'
@@ -203,7 +205,8 @@ class Method:
         self.train_x, self.train_y = d.train_x.to(self.device), scenario.train_y.to(self.device)
         self.test_x, self.test_y = d.test_x.to(self.device), scenario.test_y.to(self.device)
         self.aug = Augment(*d.mean_std(), pad=cfg.pad, flip=d.flip, crop=cfg.pad > 0, autoaugment=cfg.autoaugment,
-                           cutout=cfg.cutout_size, brightness=cfg.brightness)
+                           cutout=cfg.cutout_size, brightness=cfg.brightness, mode=cfg.aug, contrast=cfg.color_jitter,
+                           saturation=cfg.color_jitter)
         self.model = self.build_model().to(self.device)
         if self.use_channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.compile: self.model.backbone.compile()

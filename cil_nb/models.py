@@ -13,8 +13,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['BACKBONES', 'HEADS', 'ContinualNorm', 'make_norm', 'conv3x3', 'BasicBlock', 'ResNet', 'resnet20', 'resnet32',
-           'resnet18', 'ci_net', 'make_backbone', 'count_params', 'GrowingHead', 'no_autocast', 'LinearHead',
-           'CosineHead', 'CILNet', 'make_model', 'copy_frozen']
+           'resnet18', 'ci_net', 'resnet18_imagenet', 'make_backbone', 'count_params', 'GrowingHead', 'no_autocast',
+           'LinearHead', 'CosineHead', 'CILNet', 'make_model', 'copy_frozen']
 
 # %% ../nbs/02_models.ipynb #47bc4565
 def _largest_divisor(n: int, at_most: int) -> int:
@@ -63,9 +63,15 @@ class ResNet(nn.Module):
                  last_relu: bool = False,  # ReLU after the very last block?
                  stem_stride: int = 1,
                  pool: nn.Module | None = None, # default: adaptive average pooling to 1x1
-                 out_dim: int | None = None):   # feature size (default `widths[-1]`)
+                 out_dim: int | None = None,    # feature size (default `widths[-1]`)
+                 stem: str = 'cifar'):          # 'cifar' (3x3 convolution) or 'imagenet' (7x7 stride 2, then 3x3 stride-2 max-pool)
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(in_channels, widths[0], stem_stride), make_norm(norm, widths[0]), nn.ReLU(inplace=True))
+        check(stem in ('cifar', 'imagenet'), f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        if stem == 'cifar':
+            self.stem = nn.Sequential(conv3x3(in_channels, widths[0], stem_stride), make_norm(norm, widths[0]), nn.ReLU(inplace=True))
+        else:   # the max-pool sits before the ReLU: the same function (see below), and stem[0..2] stay conv, norm, activation
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False),
+                                      nn.Sequential(make_norm(norm, widths[0]), nn.MaxPool2d(3, 2, 1)), nn.ReLU(inplace=True))
         cin, layers = widths[0], []
         for i, (n, w, s) in enumerate(zip(blocks, widths, strides)):
             last = i == len(blocks) - 1
@@ -117,7 +123,11 @@ def ci_net(in_channels: int = 3, norm: str = 'bn', last_relu: bool = False,
     return ResNet([1, 1, 1], [16, 32, 64], [1, 1, 1], in_channels, norm, last_relu, stem_stride=2,
                   pool=nn.AvgPool2d(7), out_dim=64 * (side // 7) ** 2)
 
-BACKBONES = dict(resnet20=resnet20, resnet32=resnet32, resnet18=resnet18, ci_net=ci_net)
+def resnet18_imagenet(in_channels: int = 3, norm: str = 'bn', last_relu: bool = False) -> ResNet:
+    "ResNet-18 with torchvision's ImageNet stem (7x7 stride 2, 3x3 stride-2 max-pool): 4 stages of 2 blocks, 64..512 channels, 512-d features."
+    return ResNet([2, 2, 2, 2], [64, 128, 256, 512], [1, 2, 2, 2], in_channels, norm, last_relu, stem='imagenet')
+
+BACKBONES = dict(resnet20=resnet20, resnet32=resnet32, resnet18=resnet18, resnet18_imagenet=resnet18_imagenet, ci_net=ci_net)
 
 def make_backbone(name: str, in_channels: int = 3, norm: str = 'bn', **kw) -> ResNet:
     "The backbone called `name` (a key of `BACKBONES`); `kw` go to its constructor."

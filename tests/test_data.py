@@ -194,7 +194,9 @@ def _png(path, size, mode='L', val=0):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((size, size) if mode == 'L' else (size, size, 3), val, dtype=np.uint8), mode).save(path)
 
-def test_folder_layouts(tmp_path):
+@pytest.mark.parametrize('ram_mb', ['2048', '0'])   # held in memory, or cached once and read from disk (DiskImages)
+def test_folder_layouts(tmp_path, monkeypatch, ram_mb):
+    monkeypatch.setenv('CIL_NB_CACHE', str(tmp_path / 'cache')); monkeypatch.setenv('CIL_NB_RAM_MB', ram_mb)
     for c in ('ant', 'bee'):
         for i in range(5): _png(tmp_path / 'one' / c / f'{i}.png', 10, 'L', 40 * i)
         for s, m in (('train', 4), ('test', 2), ('val', 2)):
@@ -203,14 +205,20 @@ def test_folder_layouts(tmp_path):
     assert (d.classes, d.channels, d.size, len(d.train_y), len(d.val_y), len(d.test_y)) == (['ant', 'bee'], 1, (10, 10), 6, 2, 2)
     d = load_dataset(f'folder:{tmp_path / "split"}', size=16)
     assert (d.channels, d.size, len(d.train_y), len(d.test_y), len(d.val_y)) == (3, (16, 16), 8, 4, 4)   # the val/ folder is the val split
+    assert isinstance(d.train_x, DiskImages) == (ram_mb == '0') and sorted(d.val_x[:, 0, 0, 0].tolist()) == [0, 0, 30, 30] and d.test_x[1].shape == (3, 16, 16)
     import shutil; shutil.rmtree(tmp_path / 'split' / 'val')
     d = load_dataset(f'folder:{tmp_path / "split"}')
     assert (len(d.train_y), len(d.val_y), len(d.test_y), d.size) == (6, 2, 4, (12, 12))                 # without it, carved from train
+    shutil.move(tmp_path / 'split' / 'test', tmp_path / 'split' / 'val')                               # ImageNet's layout: val/ is the test split
+    d = load_dataset(f'folder:{tmp_path / "split"}')
+    assert (len(d.train_y), len(d.val_y), len(d.test_y)) == (6, 2, 4) and 'val/ is the test split' in d.note
     _png(tmp_path / 'one' / 'ant' / 'big.png', 14)
     with pytest.raises(CILError, match='differ in size'): load_dataset(f'folder:{tmp_path / "one"}')
     with pytest.raises(CILError, match='does not exist'): load_dataset(f'folder:{tmp_path / "missing"}')
     (tmp_path / 'empty' / 'c').mkdir(parents=True)
     with pytest.raises(CILError, match='no images found'): load_dataset(f'folder:{tmp_path / "empty"}')
+    shutil.rmtree(tmp_path / 'split' / 'val')
+    with pytest.raises(CILError, match=r'has train/ but no test/ \(nor val/\)'): load_dataset(f'folder:{tmp_path / "split"}')
 
 def test_from_arrays():
     x = np.random.RandomState(0).rand(40, 3, 8, 8).astype(np.float32)
