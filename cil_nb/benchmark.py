@@ -17,7 +17,7 @@ from .learner import *
 from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv
 
 # %% auto #0
-__all__ = ['PICTURES', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'save_picture', 'class_rows',
+__all__ = ['PICTURES', 'RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'save_picture', 'class_rows',
            'default_pictures', 'method_pictures', 'save_phase_pictures', 'bench_folders', 'benchmark', 'bench_rows',
            'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
 
@@ -154,6 +154,11 @@ def _cell_line(label, s, r, how) -> str:
     return (f'{label:<14} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
             + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
 
+# wall time of one run of each method at its small preset, relative to finetune's (Fashion-MNIST protocol, one thread,
+# README's table); `--jobs` starts the longest runs first, so that no worker is left alone with a long run at the end
+RELATIVE_COST = dict(finetune=1, icarl=1.3, lucir=1.3, joint=2.4, foster=3.7, mnemonics=3.8, cim=4.7, aanets=5,
+                     genifer=6, class_impression=10)
+
 def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=None, log=print, pictures: bool = True,
               resume: bool = False, overwrite: bool = False, jobs: int = 1, threads: int | None = None) -> dict:
     """Run every method or variant (instances, e.g. from `cli.prepare`) on `sc` once per seed; returns label -> list of `Result`.
@@ -182,7 +187,7 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
         ex = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=mp.get_context('spawn'), max_tasks_per_child=1)
         try:
             futs = {ex.submit(_bench_cell, m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0, threads or 1):
-                    (label, s) for m, label, i, s in cells}
+                    (label, s) for m, label, i, s in sorted(cells, key=lambda c: -RELATIVE_COST.get(c[0].name, 1))}   # longest first
             for f in as_completed(futs):
                 label, s = futs[f]; r, how = f.result()
                 done[label, s] = r; log(_cell_line(label, s, r, how))

@@ -4,7 +4,10 @@ from pathlib import Path
 os.environ.setdefault('IN_TEST', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 import torch
-torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 0)) or max(1, min(2, os.cpu_count() or 1)))
+# one thread a worker under pytest-xdist (`-n 2`: two tests at once on the two cores), else up to two
+_xdist = 'PYTEST_XDIST_WORKER' in os.environ
+if _xdist: os.environ['OMP_NUM_THREADS'] = '1'   # and in the console scripts the tests start
+torch.set_num_threads(1 if _xdist else int(os.environ.get('OMP_NUM_THREADS', 0)) or max(1, min(2, os.cpu_count() or 1)))
 
 def console(name: str, module: str) -> list:
     "The command that runs console script `name` of the interpreter running pytest: its script beside `sys.executable`, else `python -m module`."
