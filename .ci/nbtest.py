@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Test every notebook as `nbdev_test` does, printing each notebook's name when it starts and its result and seconds
-when it ends, so that a long run shows where it is. On a machine with two or more cores two notebooks run at once,
+"""Test every notebook as `nbdev_test` does, printing each notebook's result and seconds when it ends (and, one at a
+time, its name when it starts), so that a long run shows where it is. On a machine with two or more cores two notebooks run at once,
 each in its own process with one torch thread (small models gain little from a second thread, so two one-thread
 notebooks finish sooner than two two-thread ones in turn); the longest notebooks start first.
 usage: python .ci/nbtest.py [--flags "slow cuda"] [--jobs N] [notebook ...]     (default: every notebook under nbs/)"""
