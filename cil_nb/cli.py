@@ -266,7 +266,7 @@ def add_run_args(p, method: str, out: str):
     a('--resume', action='store_true', help='continue the run(s) in --out after their last complete phase')
     a('--overwrite', action='store_true', help='delete the run(s) in --out and start again')
     a('--download', action='store_true', help='let medmnist / torchvision download missing data files')
-    a('--host', help='host of a hosted method (aanets, mnemonics): lucir or icarl')
+    a('--host', help='host of a hosted method (aanets, mnemonics): lucir, icarl or icarl_released (the released codes\' iCaRL: cosine head, imprinting, frozen old rows)')
     a('--precision', choices=PRECISIONS, help="fp32 (the default), bf16 (the backbone in bfloat16 + channels-last: faster, less accurate), or auto ("
       "bf16 on CUDA and on CPUs with native bfloat16, AMX or AVX512-BF16; else fp32)")
     a('--cpu_amp', dest='precision', action='store_const', const='bf16', help='the old name of --precision bf16')

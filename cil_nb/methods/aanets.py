@@ -16,11 +16,11 @@ from ..data import *
 from ..models import *
 from ..memory import *
 from ..learner import *
-from .baselines import LUCIR, ICaRL, LUCIRConfig, ICaRLConfig
+from .baselines import LUCIR, ICaRL, LUCIRConfig, ICaRLConfig, HOSTS, resolve_host, set_rows
 
 # %% auto #0
-__all__ = ['AGGREGATIONS', 'STABLE', 'HOSTS', 'ScaledConv2d', 'stable_copy', 'DualResNet', 'AANetsNet', 'stored_params',
-           'extra_params', 'exemplars_worth', 'MatchedBudget', 'AANetsConfig', 'AANets', 'plot_aggregation']
+__all__ = ['AGGREGATIONS', 'STABLE', 'ScaledConv2d', 'stable_copy', 'DualResNet', 'AANetsNet', 'stored_params', 'extra_params',
+           'exemplars_worth', 'MatchedBudget', 'AANetsConfig', 'AANets', 'plot_aggregation']
 
 # %% ../../nbs/11_methods.aanets.ipynb #492bb264
 class ScaledConv2d(nn.Module):
@@ -140,12 +140,10 @@ class MatchedBudget(Budget):
 
 
 # %% ../../nbs/11_methods.aanets.ipynb #b72d6011
-HOSTS = {'lucir': LUCIR, 'icarl': ICaRL}
-
 @dataclass
 class AANetsConfig(Config):
     "AANets on a host (LUCIR or iCaRL): the host's settings, plus the aggregation's."
-    host: str = 'lucir'                # 'lucir' or 'icarl'
+    host: str = 'lucir'                # 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
     aggregation: str = 'released'      # 'released' (alpha and 1 - alpha a level) or 'paper' (two free weights a level)
     alpha_lr: float = 0.005            # the weights' rate; 0: fixed weights; 1e-8: the released fusion_lr
     alpha_init: float = 0.5
@@ -161,9 +159,9 @@ class AANetsConfig(Config):
     lw_mr: float = 1.0
     T: float = 2.0
     beta: float = 0.25
-    distill: str = 'kd'                # iCaRL host: 'kd' or 'bce'
-    imprint: bool | None = None        # iCaRL host: None is iCaRL's default (off); LUCIR always imprints
-    freeze_old: bool | None = None     # iCaRL host: None is iCaRL's default (off); LUCIR always freezes
+    distill: str = 'kd'                # iCaRL hosts: 'kd' or 'bce'
+    imprint: bool | None = None        # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
+    freeze_old: bool | None = None     # iCaRL hosts: the same for freezing the old rows
     SMALL: ClassVar[dict] = dict(lr=None)   # lr None: the host's small-preset rate
 
 @register
@@ -173,7 +171,6 @@ class AANets(Method):
     def __init__(self, config: AANetsConfig | None = None, **kw):
         super().__init__(config, **kw)
         c = self.cfg
-        check(c.host in HOSTS, f"host must be one of {', '.join(HOSTS)} (--host lucir|icarl), got {c.host!r}")
         check(c.aggregation in AGGREGATIONS, f"aggregation must be 'released' or 'paper', got {c.aggregation!r}")
         check(c.stable in STABLE, f"stable must be 'scaled' or 'free', got {c.stable!r}")
         check(c.stable_scale in ('channel', 'released'), f"stable_scale must be 'channel' or 'released', got {c.stable_scale!r}")
@@ -181,16 +178,8 @@ class AANets(Method):
         check(c.lr is None or c.lr > 0, f'lr must be > 0, got {c.lr}')
         check(not (c.aggregation == 'paper' and c.project), "project=True: the paper's two weights are free; projected on "
               "the simplex they are the released form at half the rate (use aggregation='released')")
-        check(c.distill in ('kd', 'bce'), f"distill must be 'kd' or 'bce', got {c.distill!r}")
-        lucir = c.host == 'lucir'
-        check(not lucir or (c.imprint is not False and c.freeze_old is not False and c.distill == 'kd'),
-              'imprint, freeze_old and distill are settings of the iCaRL host: LUCIR always imprints, freezes and has its own loss')
-        self.host_cls = HOSTS[c.host]
+        self.host_cls, self.head_name, self.imprint, self.freeze_old = resolve_host(c.host, c.head, c.imprint, c.freeze_old, c.distill)
         hc = self.host_cls.Config
-        self.head_name = c.head if c.head is not None else hc.head
-        check(not lucir or self.head_name == 'cosine', 'AANets on LUCIR needs the cosine head (head="cosine" or None)')
-        self.imprint = lucir or (c.imprint if c.imprint is not None else ICaRLConfig.imprint)
-        self.freeze_old = lucir or (c.freeze_old if c.freeze_old is not None else ICaRLConfig.freeze_old)
         # `lr=None` (the small preset): the host's small-preset rate, LUCIR 0.1 and iCaRL 0.05 (both 0.1 in the paper preset)
         self.lr = c.lr if c.lr is not None else hc._small_all()['lr']
         self.alpha_lr = c.alpha_lr
@@ -226,11 +215,7 @@ class AANets(Method):
             self.model.to_dual()
         self.model.grow(len(p.classes)); self.model.head.to(self.device)
         if p.t == 0: return
-        if self.imprint:    # LUCIR (and iCaRL with imprint=True): the new rows from the aggregated features
-            self.model.eval()
-            feats = extract_features(self.model.features, self.train_x[p.train_idx], self.prep)
-            self.model.head.imprint(feats, self.train_y[p.train_idx])
-        if self.freeze_old: self.model.head.freeze_old()
+        set_rows(self, p, self.imprint, self.freeze_old)   # LUCIR and icarl_released: the new rows from the aggregated features
         if self.cfg.host == 'lucir': self.lam = self.cfg.lambda_base * (p.n_old / len(p.classes)) ** 0.5
         self.balanced = self.balanced_subset(p)
 

@@ -16,8 +16,8 @@ from ..memory import *
 from ..learner import *
 
 # %% auto #0
-__all__ = ['PlainConfig', 'Finetune', 'Joint', 'kd_loss', 'bce_targets', 'bce_loss', 'ICaRLConfig', 'ICaRL',
-           'margin_ranking_loss', 'LUCIRConfig', 'LUCIR']
+__all__ = ['HOSTS', 'PlainConfig', 'Finetune', 'Joint', 'kd_loss', 'set_rows', 'bce_targets', 'bce_loss', 'ICaRLConfig', 'ICaRL',
+           'margin_ranking_loss', 'LUCIRConfig', 'LUCIR', 'resolve_host']
 
 # %% ../../nbs/06_methods.baselines.ipynb #3fb4033f
 @dataclass
@@ -44,6 +44,14 @@ class Joint(Method):
 def kd_loss(logits, ref_logits, T: float = 2.0):
     "KL(softmax(ref/T) || softmax(logits/T)), summed over classes, averaged over the batch, times T^2."
     return F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(ref_logits / T, 1), reduction='batchmean', log_target=True) * T * T
+
+def set_rows(method, p: Phase, imprint: bool, freeze_old: bool):
+    "At the start of phase `p` >= 1: imprint the new rows of `method`'s head from its current features, freeze the old rows."
+    if imprint:
+        method.model.eval()
+        feats = extract_features(method.model.features, method.train_x[p.train_idx], method.prep)
+        method.model.head.imprint(feats, method.train_y[p.train_idx])
+    if freeze_old: method.model.head.freeze_old()
 
 def bce_targets(y, n_classes: int, ref_logits=None):
     "iCaRL's targets: one-hot `y` over `n_classes`, the first `ref_logits.shape[1]` (old) columns replaced by the old model's sigmoids."
@@ -86,12 +94,7 @@ class ICaRL(Method):
         check(d in ('kd', 'bce'), f"distill must be 'kd' (softmax KD) or 'bce' (the paper's sigmoid loss), got {d!r}")
     def before_phase(self, p: Phase):
         super().before_phase(p)
-        if p.t == 0: return
-        if getattr(self.cfg, 'imprint', False):
-            self.model.eval()
-            feats = extract_features(self.model.features, self.train_x[p.train_idx], self.prep)
-            self.model.head.imprint(feats, self.train_y[p.train_idx])
-        if getattr(self.cfg, 'freeze_old', False): self.model.head.freeze_old()
+        if p.t > 0: set_rows(self, p, getattr(self.cfg, 'imprint', False), getattr(self.cfg, 'freeze_old', False))
     def loss(self, x, y):
         logits = self.model(x); ref = None
         if self.old_model is not None:
@@ -146,3 +149,23 @@ class LUCIR(Method):
         n_old = self.old_model.head.n_classes
         mr = self.cfg.lw_mr * margin_ranking_loss(self.model.head(f, scale=False), y, n_old, self.cfg.K, self.cfg.margin)
         return ce + dis + mr, {'ce': ce, 'dis': dis, 'mr': mr}
+
+# %% ../../nbs/06_methods.baselines.ipynb #057f7be9
+HOSTS = {'lucir': LUCIR, 'icarl': ICaRL, 'icarl_released': ICaRL}
+
+def resolve_host(host: str, head: str | None = None, imprint: bool | None = None, freeze_old: bool | None = None,
+                 distill: str = 'kd') -> tuple:
+    """A hosted method's (host class, head, imprint, freeze_old). 'lucir': the cosine head, always imprinted and frozen;
+    'icarl': iCaRL's defaults (linear head, neither); 'icarl_released': the released AANets / Mnemonics codes' iCaRL
+    (`ICaRLConfig.RELEASED_HOST`: cosine head, imprinted new rows, frozen old rows). On the iCaRL hosts a setting that
+    is not None overrides the host's default."""
+    check(host in HOSTS, f"unknown host {host!r}: use one of {', '.join(HOSTS)} (--host {'|'.join(HOSTS)})")
+    check(distill in ('kd', 'bce'), f"distill must be 'kd' (softmax KD) or 'bce' (the paper's sigmoid loss), got {distill!r}")
+    if host == 'lucir':
+        check(imprint is not False and freeze_old is not False and distill == 'kd',
+              'imprint, freeze_old and distill are settings of the iCaRL hosts: LUCIR always imprints, freezes and has its own loss')
+        check(head in (None, 'cosine'), f'the LUCIR host needs the cosine head (head="cosine" or None), got {head!r}')
+        return LUCIR, 'cosine', True, True
+    d = ICaRLConfig.RELEASED_HOST if host == 'icarl_released' else dict(head=ICaRLConfig.head, imprint=False, freeze_old=False)
+    return ICaRL, head or d['head'], d['imprint'] if imprint is None else imprint, d['freeze_old'] if freeze_old is None else freeze_old
+

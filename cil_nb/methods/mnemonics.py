@@ -19,23 +19,25 @@ from ..learner import *
 from .baselines import *
 
 # %% auto #0
-__all__ = ['HOSTS', 'OBJECTIVES', 'V1_INNER_LR', 'V1_BETAS', 'KINDS', 'MnemonicsConfig', 'split_params', 'inner_adapt', 'pieces',
+__all__ = ['OBJECTIVES', 'V1_INNER_LR', 'V1_BETAS', 'KINDS', 'MnemonicsConfig', 'split_params', 'inner_adapt', 'pieces',
            'loss_and_grad', 'reverse_sweep', 'hypergradient', 'optimise_pixels', 'query_sampler', 'bilevel_objective',
            'released_objective', 'slots', 'v1_adapt', 'v1_objective', 'split_halves', 'Mnemonics', 'tsne_snapshot',
            'tsne_watch', 'plot_mnemonics_tsne']
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #1806fca7
-HOSTS = {'lucir': LUCIR, 'icarl': ICaRL}
 OBJECTIVES = ('bilevel', 'v1', 'released')
 V1_INNER_LR, V1_BETAS = 0.01, (0.5, 0.999)   # the first release's inner rate (its mnemonics_lr) and its Adam betas
 
 @dataclass
 class MnemonicsConfig(LUCIRConfig):
     "Mnemonics training on a LUCIR or iCaRL host: K-step unrolled inner loop, pixel-level outer updates."
-    host: str = 'lucir'              # model-level method: 'lucir' or 'icarl'
-    head: str | None = None          # None: the host's head (cosine for LUCIR, linear for iCaRL)
-    T: float = 2.0                   # iCaRL host: distillation temperature
-    beta: float = 0.25               # iCaRL host: distillation weight
+    host: str = 'lucir'              # model-level method: 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
+    head: str | None = None          # None: the host's head (cosine for LUCIR and icarl_released, linear for icarl)
+    T: float = 2.0                   # iCaRL hosts: distillation temperature
+    beta: float = 0.25               # iCaRL hosts: distillation weight
+    distill: str = 'kd'              # iCaRL hosts: 'kd' or the paper's 'bce'
+    imprint: bool | None = None      # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
+    freeze_old: bool | None = None   # iCaRL hosts: the same for freezing the old rows
     objective: str = 'bilevel'       # 'bilevel' (the paper), 'v1' (the first code release, classifier-only inner loop) or 'released' (the later code, single-level class-mean loss)
     inner_steps: int = 5             # K (bilevel)
     inner_lr: float | None = None    # alpha, the inner SGD rate; None: 0.1 for bilevel (the host's rate), 0.01 for v1 (its code's)
@@ -49,7 +51,7 @@ class MnemonicsConfig(LUCIRConfig):
     SMALL: ClassVar[dict] = dict(lr=None, outer_iters=10, outer_batch=64)
 
     def __post_init__(self):
-        check(self.host in HOSTS, f"unknown host {self.host!r}: use one of {', '.join(HOSTS)} (--host)")
+        resolve_host(self.host, self.head, self.imprint, self.freeze_old, self.distill)   # checks the host's settings
         check(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use 'bilevel' (the paper), 'v1' (the first code release) or 'released' (the later code)")
         check(isinstance(self.inner_steps, int) and self.inner_steps >= 1, f'inner_steps (K) must be an integer >= 1, got {self.inner_steps!r}')
         check(isinstance(self.inner_passes, int) and self.inner_passes >= 1, f'inner_passes must be an integer >= 1, got {self.inner_passes!r}')
@@ -246,21 +248,28 @@ def split_halves(x, y, value_and_grad_for, iters: int, lr: float) -> tuple:
 class Mnemonics(LUCIR, ICaRL):
     "Mnemonics training (Liu et al., CVPR 2020): pixel-optimised exemplars on a LUCIR or iCaRL host."
     name, Config = 'mnemonics', MnemonicsConfig
+    def __init__(self, config: MnemonicsConfig | None = None, **kw):
+        super().__init__(config, **kw)
+        c = self.cfg
+        self.host_cls, self.head_name, self.imprint, self.freeze_old = resolve_host(c.host, c.head, c.imprint, c.freeze_old, c.distill)
     @property
     def lucir(self) -> bool: return self.cfg.host == 'lucir'
     def host_value(self, field: str):
         "A setting, or the host's own (small-preset) value where ours is None."
         v = getattr(self.cfg, field)
-        return v if v is not None else getattr(HOSTS[self.cfg.host].Config.small(), field)
+        return v if v is not None else getattr(self.host_cls.Config.small(), field)
     def build_model(self) -> CILNet:
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
-        return make_model(self.cfg.backbone, self.data.channels, self.host_value('head'), self.cfg.norm, **kw)
+        return make_model(self.cfg.backbone, self.data.channels, self.head_name, self.cfg.norm, **kw)
     def setup(self, *a, **kw):
         (LUCIR.setup if self.lucir else Method.setup)(self, *a, **kw)
         check(self.uses_memory and (self.cfg.per_class or self.cfg.memory), 'mnemonics needs an exemplar memory: set per_class or memory > 0')
         self.mn_record = None
-    def before_phase(self, p: Phase): (LUCIR.before_phase if self.lucir else Method.before_phase)(self, p)
-    def loss(self, x, y): return HOSTS[self.cfg.host].loss(self, x, y)
+    def before_phase(self, p: Phase):
+        if self.lucir: return LUCIR.before_phase(self, p)
+        Method.before_phase(self, p)
+        if p.t > 0: set_rows(self, p, self.imprint, self.freeze_old)   # icarl_released: imprinted new rows, frozen old ones
+    def loss(self, x, y): return self.host_cls.loss(self, x, y)
     def optimizer(self, p: Phase, steps_per_epoch: int):
         lr = self.host_value('lr'); lr = self.cfg.base_lr if p.t == 0 and self.cfg.base_lr is not None else lr
         groups = [{**g, 'lr': lr * g.pop('lr_scale', 1.0)} for g in self.param_groups(p)]
