@@ -246,7 +246,8 @@ def plot_bench_curves(results: dict, ax=None, title=None):
 def _machine(device) -> str:
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
-    return f'{device.type}, {torch.get_num_threads()} threads'
+    n = torch.get_num_threads()
+    return f"{device.type}, {n} thread{'s' if n != 1 else ''}"
 
 def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | None = None, jobs: int = 1) -> Path:
     "Write `out/results.md`, `out/curves.png` and `out/bench.json`; returns the path of results.md."
