@@ -191,8 +191,9 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
             for f in as_completed(futs):
                 label, s = futs[f]; r, how = f.result()
                 done[label, s] = r; log(_cell_line(label, s, r, how))
-        except BaseException:
-            ex.shutdown(wait=False, cancel_futures=True); raise
+        except BaseException:   # one line for the user, not a worker-manager traceback: stop the other runs (each resumable), then wait
+            for q in list((getattr(ex, '_processes', None) or {}).values()): q.terminate()
+            ex.shutdown(wait=True, cancel_futures=True); raise
         ex.shutdown()
     return {label: [done[label, s] for s in seeds] for label in labels}
 

@@ -137,3 +137,15 @@ def test_jobs_match_one_process(tmp_path):
     assert '2 runs at once' in (tmp_path / 'b' / 'results.md').read_text()
     with pytest.raises(SystemExit) as e: cil_nb_bench(out=str(tmp_path / 'c'), jobs=0, **kw)
     assert e.value.code == 2 and not (tmp_path / 'c' / 'finetune').exists()
+
+def test_jobs_error_is_one_line(tmp_path):
+    "A run that fails inside a --jobs worker (here: --resume against checkpoints of other settings) ends with one line and exit 2, no worker-manager traceback."
+    out = tmp_path / 'o'
+    args = [*console('cil_nb_bench', 'cil_nb.benchmark'), '--dataset', 'synthetic', '--method', 'finetune,icarl', '--seeds', '0,1',
+            '--jobs', '2', '--no_pictures', '--out', str(out)]
+    env = {**os.environ, 'IN_TEST': '1', 'OMP_NUM_THREADS': '1'}
+    assert subprocess.run([*args, '--epochs', '1'], capture_output=True, text=True, timeout=300, env=env).returncode == 0
+    r = subprocess.run([*args, '--epochs', '2', '--resume'], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('cil_nb_bench: error: checkpoint') and 'does not match this run' in err[0], r.stderr
