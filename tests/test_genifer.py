@@ -17,13 +17,13 @@ def test_generated_mnist_digits_are_recognised_and_losses_finite():
     "After phase 0 on two mnist5k classes, the frozen classifier labels >= 70% of the EMA generator's samples as their class."
     torch.manual_seed(0)
     sc = Scenario(load_dataset('mnist5k'), base=2, increment=2, seed=1993)
-    m = get_method('genifer', epochs=3, gan_steps=120)
+    m = get_method('genifer', epochs=3, gan_steps=200)   # 120 steps gave 61-83 % on a CPU without AVX512, 200 gave 94-100 (seeds 0, 1)
     res = run(m, sc, device='cpu', seed=0, phases=1, log=lambda s: None)
     g = m.gan_log[0]
     assert res.metrics.acc('cnn')[0] > 90
     assert g['gen_acc'] >= 70, g['gen_acc']
     for k in ('d', 'g', 'r1'): assert all(math.isfinite(v) for v in g[k]), k
-    assert g['steps'] == 120 and g['steps_per_s'] > 0
+    assert g['steps'] == 200 and g['steps_per_s'] > 0
     assert res.extras['gan']['0']['gen_acc'] == g['gen_acc']
 
 class Wiper(Genifer):

@@ -180,10 +180,11 @@ def _idc_loss(s_scores, y, t_scores, s_cent, t_cent, rho, tau):
     loss = -torch.logsumexp(sim.diagonal(), 0) + torch.logsumexp(sim.flatten(), 0)
     return loss, s_new, t_new
 
-def class_weights(y: torch.Tensor, n: int) -> torch.Tensor:
-    "Inverse-frequency weights max_k n_k / n_c (classes without samples get weight 0)."
-    cnt = torch.bincount(y, minlength=n).float()
-    return torch.where(cnt > 0, cnt.max() / cnt.clamp_min(1), torch.zeros_like(cnt))
+def class_weights(y: torch.Tensor, n: int, draw: torch.Tensor | None = None) -> torch.Tensor:
+    """Inverse-frequency weights max_k n_k / n_c (classes without samples get weight 0). With `draw` (each sample's
+    probability of being drawn) n_c is the expected share of class c among the draws, not its count in `y`."""
+    cnt = torch.bincount(y, weights=None if draw is None else draw.to(y.device).float(), minlength=n).float()
+    return torch.where(cnt > 0, cnt.max() / cnt.clamp_min(1e-12), torch.zeros_like(cnt))
 
 # %% ../../nbs/12_methods.class_impression.ipynb #084fcbb3
 def assert_data_free(sc: Scenario, p: Phase, idx: torch.Tensor):
@@ -223,6 +224,7 @@ class CIConfig(Config):
     # per-loss ablation (phases t >= 1; bench variants such as class_impression:w_idc=0): each multiplies its term
     w_ce: float = 1.0                # the (class-weighted) cross-entropy
     class_weighted: bool = True      # False: plain CE instead of the paper's CN-CE (inverse-frequency class weights)
+    cw_counts: str = 'stored'        # CN-CE's frequencies: 'stored' (the released code: counts of real + synthetic images) or 'sampled' (the sampler's draws)
     w_dis: float = 1.0               # the less-forget distillation (times lambda)
     w_mr: float = 1.0                # the margin ranking loss (times lw_mr)
     w_idc: float = 1.0               # IdC (times idc_weight); 0 also skips carving the unlabelled slice
@@ -252,6 +254,7 @@ class CIConfig(Config):
         check(self.variant in ('paper', 'shipped'), f"variant must be 'paper' (all four losses) or 'shipped' (class-weighted CE only, as the released configs run), got {self.variant!r}")
         check(self.idc_target == 'new', f"idc_target must be 'new' (a slice of the new classes' training images: data-free, never the validation split), got {self.idc_target!r}")
         check(0 <= self.rs_ratio < 1, f'rs_ratio is the share of synthetic draws, in [0, 1), got {self.rs_ratio}')
+        check(self.cw_counts in ('stored', 'sampled'), f"cw_counts must be 'stored' (counts of the stored images, as the released code) or 'sampled' (shares of the sampler's draws), got {self.cw_counts!r}")
         check(self.cn_groups >= 1, f'cn_groups must be at least 1, got {self.cn_groups}')
         check(0 < self.val_frac < 1, f'val_frac must be in (0, 1), got {self.val_frac}')
         check(0 < self.idc_rho <= 1, f'idc_rho must be in (0, 1], got {self.idc_rho}')
@@ -366,12 +369,13 @@ class ClassImpression(Method):
     def fit_phase(self, p: Phase, progress=None) -> dict:
         x, y = self.training_data(p)
         cfg, bs, n_seen = self.cfg, self.cfg.batch_size, p.n_seen
-        self.cw = class_weights(y, n_seen).to(self.device) if (cfg.class_weighted or p.t == 0) else None
         n_real, n_syn = self.n_real, len(y) - self.n_real
         if n_syn > 0 and cfg.rs_ratio > 0:
             w = torch.cat([torch.full((n_real,), (1 - cfg.rs_ratio) / n_real), torch.full((n_syn,), cfg.rs_ratio / n_syn)])
             n_draw = int(n_real / (1 - cfg.rs_ratio))
         else: w, n_draw = None, len(y)
+        self.cw = (class_weights(y, n_seen, w if cfg.cw_counts == 'sampled' else None).to(self.device)
+                   if (cfg.class_weighted or p.t == 0) else None)
         use_t = p.t > 0 and self.idc_on
         tx = self.target_images(p).to(self.device) if use_t else None
         g = torch.Generator(device='cpu').manual_seed(self.seed * 1000 + p.t)

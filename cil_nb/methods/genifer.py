@@ -132,19 +132,29 @@ def small_cnn(channels: int, n_classes: int):
     return nn.Sequential(*blk(channels, 16), nn.MaxPool2d(2), *blk(16, 32), nn.MaxPool2d(2), *blk(32, 64),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
 
-def train_independent(x, y, n_classes: int, epochs: int = 3, batch: int = 64, seed: int = 0, device='cpu'):
-    "Train `small_cnn` on images `x` (uint8 or [0, 1]) with labels `y` < n_classes: Adam 1e-3, no augmentation, seeded; returns it in eval mode."
+def train_independent(x, y, n_classes: int, epochs: int = 15, batch: int = 64, seed: int = 0, device='cpu',
+                      lr: float = 3e-3, pad: int = 2, flip: bool = False):
+    """Train `small_cnn` on images `x` (uint8 or [0, 1]) with labels `y` < n_classes: Adam with a one-cycle rate peaking
+    at `lr`, each batch shifted by a random pad-and-crop of up to `pad` px (and flipped half the time where `flip`),
+    seeded; returns it in eval mode."""
     g = torch.Generator().manual_seed(seed)
     x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).to(device); y = y.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed); net = small_cnn(x.shape[1], n_classes).to(device)
-    opt = torch.optim.Adam(net.parameters(), 1e-3); net.train()
+    H, W = x.shape[-2:]; steps = epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= 2)
+    opt = torch.optim.Adam(net.parameters(), lr / 25)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, steps)); net.train()
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g).to(device)
         for i in range(0, len(x), batch):
             j = perm[i:i + batch]
             if len(j) < 2: continue
-            loss = F.cross_entropy(net(x[j]), y[j]); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            xb = x[j]
+            if pad > 0:
+                dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+                xb = F.pad(xb, (pad,) * 4)[:, :, dy:dy + H, dx:dx + W]
+            if flip and torch.rand(1, generator=g).item() < 0.5: xb = xb.flip(3)
+            loss = F.cross_entropy(net(xb), y[j]); opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
     return net.eval()
 
 # %% ../../nbs/13_methods.genifer.ipynb #4233a8c5
@@ -181,8 +191,8 @@ class GeniferConfig(Config):
     gdist_w: float = 10.0        # generator distillation, times n_old / n_new
     ms_w: float = 0.0            # mode-seeking term (not in the paper, so 0 here); the small preset's 0.003 stops its generator drawing one image a class
     measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
-    measure_per_class: int = 200 # real training images a class for the independent classifier (and 32 for the diversity)
-    measure_epochs: int = 10
+    measure_per_class: int = 500 # real training images a class for the independent classifier (and 32 for the diversity)
+    measure_epochs: int = 15
     ema_kimg: float = 500.0      # EMA half-life in thousands of images
     ema_rampup: float = 0.05     # half-life at most this fraction of the images seen so far
     translation: float = 0.125   # DiffAugment
@@ -367,7 +377,7 @@ class Genifer(Method):
                 div.append(mean_pairwise(self.G_ema.sample(torch.full((n_div,), c, device=dev))) / mean_pairwise(xr))
             idx = torch.cat([torch.nonzero(self.real_y == c).flatten()[:cfg.measure_per_class] for c in range(n)])
             with torch.enable_grad():
-                net = train_independent(self.real_x[idx], self.real_y[idx], n, cfg.measure_epochs, seed=self.seed * 1000 + p.t, device=dev)
+                net = train_independent(self.real_x[idx], self.real_y[idx], n, cfg.measure_epochs, seed=self.seed * 1000 + p.t, device=dev, flip=self.data.flip)
             y = torch.arange(n, device=dev).repeat_interleave(n_gen)
             acc = (torch.cat([net(self.G_ema.sample(yb)).argmax(1) for yb in y.split(500)]) == y).float().mean().item()
             tx, ty = self.test_x[p.test_idx], self.test_y[p.test_idx]
