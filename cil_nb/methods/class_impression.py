@@ -224,7 +224,7 @@ class CIConfig(Config):
     # per-loss ablation (phases t >= 1; bench variants such as class_impression:w_idc=0): each multiplies its term
     w_ce: float = 1.0                # the (class-weighted) cross-entropy
     class_weighted: bool = True      # False: plain CE instead of the paper's CN-CE (inverse-frequency class weights)
-    cw_counts: str = 'stored'        # CN-CE's frequencies: 'stored' (the released code: counts of real + synthetic images) or 'sampled' (the sampler's draws)
+    cw_counts: str = 'sampled'       # CN-CE's frequencies: 'sampled' (shares of the sampler's draws) or 'stored' (the released code: counts of the stored real + synthetic images)
     w_dis: float = 1.0               # the less-forget distillation (times lambda)
     w_mr: float = 1.0                # the margin ranking loss (times lw_mr)
     w_idc: float = 1.0               # IdC (times idc_weight); 0 also skips carving the unlabelled slice
