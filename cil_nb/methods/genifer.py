@@ -47,22 +47,37 @@ def diff_augment(x, translation: float = 0.125, cutout: float = 0.5, color: bool
 
 # %% ../../nbs/13_methods.genifer.ipynb #ead36102
 class CondGenerator(nn.Module):
-    "Class-conditional DCGAN-style generator: (z, label) -> C x H x W image in [0, 1]."
-    def __init__(self, n_classes: int, channels: int, size: tuple, z_dim: int = 64, width: int = 32):
+    """Class-conditional DCGAN-style generator: (z, label) -> C x H x W image in [0, 1]. With `modulate`, a mapping
+    network turns (z, label embedding) into a style vector w, and each BatchNorm's scale and shift come from w
+    (conditional BatchNorm, the small-scale form of the paper's style modulation), so the label acts on every layer."""
+    def __init__(self, n_classes: int, channels: int, size: tuple, z_dim: int = 64, width: int = 32, modulate: bool = False):
         super().__init__()
-        self.n_classes, self.channels, self.size, self.z_dim = n_classes, channels, tuple(size), z_dim
+        self.n_classes, self.channels, self.size, self.z_dim, self.modulate = n_classes, channels, tuple(size), z_dim, modulate
         self.h0, self.w0 = math.ceil(size[0] / 4), math.ceil(size[1] / 4)
         self.embed = nn.Embedding(n_classes, z_dim)
         self.fc = nn.Linear(2 * z_dim, 2 * width * self.h0 * self.w0)
-        self.body = nn.Sequential(nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
-                                  nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        self.body = nn.Sequential(nn.BatchNorm2d(2 * width, affine=not modulate), nn.ReLU(inplace=True),
+                                  nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),
+                                  nn.BatchNorm2d(width, affine=not modulate), nn.ReLU(inplace=True),
                                   nn.ConvTranspose2d(width, channels, 4, 2, 1))
+        if modulate:
+            self.mapping = nn.Sequential(nn.Linear(2 * z_dim, z_dim), nn.LeakyReLU(0.2), nn.Linear(z_dim, z_dim), nn.LeakyReLU(0.2))
+            self.styles = nn.ModuleList([nn.Linear(z_dim, 2 * 2 * width), nn.Linear(z_dim, 2 * width)])   # (scale, shift) per BN channel
+            for s in self.styles: nn.init.zeros_(s.weight); nn.init.zeros_(s.bias)                      # start as plain BN: scale 1, shift 0
 
     def forward(self, z, y):
         check(z.shape[1] == self.z_dim, f'the generator takes {self.z_dim}-d latents, got {z.shape[1]}')
         check(int(y.max()) < self.n_classes and int(y.min()) >= 0, f'labels must lie in [0, {self.n_classes}), got {int(y.min())}..{int(y.max())}')
-        h = self.fc(torch.cat([z, self.embed(y)], 1)).view(len(z), -1, self.h0, self.w0)
-        x = torch.sigmoid(self.body(h))
+        zy = torch.cat([z, self.embed(y)], 1)
+        h = self.fc(zy).view(len(z), -1, self.h0, self.w0)
+        if self.modulate:
+            w, k = self.mapping(zy), 0
+            for layer in self.body:
+                h = layer(h)
+                if isinstance(layer, nn.BatchNorm2d):
+                    g, b = self.styles[k](w)[:, :, None, None].chunk(2, 1); h = h * (1 + g) + b; k += 1
+        else: h = self.body(h)
+        x = torch.sigmoid(h)
         return x[:, :, :self.size[0], :self.size[1]]
 
     def sample(self, y, z=None):
@@ -181,6 +196,7 @@ class GeniferConfig(Config):
     z_dim: int = 512
     g_width: int = 128
     d_width: int = 128
+    g_modulate: bool = False     # conditional BatchNorm driven by a mapping network (see CondGenerator)
     gan_steps: int = 80_000      # generator steps after each phase but the last
     base_gan_steps: int | None = 250_000  # after phase 0, if different
     gan_batch: int = 64
@@ -189,6 +205,7 @@ class GeniferConfig(Config):
     r1_gamma: float = 0.5
     r1_every: int = 16           # lazy R1
     gdist_w: float = 10.0        # generator distillation, times n_old / n_new
+    cls_w: float = 0.0           # class term: CE of the frozen classifier on (augmented) generated images (not in the paper; see below)
     ms_w: float = 0.0            # mode-seeking term (not in the paper, so 0 here); the small preset's 0.003 stops its generator drawing one image a class
     measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
     measure_per_class: int = 500 # real training images a class for the independent classifier (and 32 for the diversity)
@@ -219,7 +236,7 @@ class Genifer(Method):
         check(cfg.inc_optimizer in ('radam', 'sgd'), f"inc_optimizer must be 'radam' or 'sgd', got {cfg.inc_optimizer!r}")
         check(cfg.gan_steps > 0 and cfg.gan_batch >= 2, f'gan_steps must be positive and gan_batch at least 2, got {cfg.gan_steps}, {cfg.gan_batch}')
         n = scenario.n_classes
-        self.G = CondGenerator(n, self.data.channels, self.data.size, cfg.z_dim, cfg.g_width).to(self.device)
+        self.G = CondGenerator(n, self.data.channels, self.data.size, cfg.z_dim, cfg.g_width, cfg.g_modulate).to(self.device)
         self.G_ema = copy_frozen(self.G)
         with torch.no_grad():
             self.model.eval(); c = mid_features(self.model, self.prep(self.train_x[:2]), cfg.feat_layer).shape[1]
@@ -333,16 +350,20 @@ class Genifer(Method):
             yg = labels(); z = torch.randn(B, cfg.z_dim, device=dev)
             if cfg.ms_w > 0: yg[1::2] = yg[0::2][:len(yg[1::2])]     # pairs of latents with one label for the mode-seeking term
             xg = G(z, yg)
-            loss_g = F.softplus(-D(feat(xg), yg)).mean()
+            if cfg.cls_w > 0:   # one pass gives D's features and the classifier's logits of the same augmented images
+                logits_g, hg = forward_mid(clf, self.aug.normalize(diff_augment(xg, cfg.translation, cfg.cutout, cfg.color)), cfg.feat_layer)
+                cls = F.cross_entropy(logits_g, yg)
+            else: hg, cls = feat(xg), torch.zeros((), device=dev)
+            loss_g = F.softplus(-D(hg, yg)).mean()
             ms = mode_seeking(xg, z) if cfg.ms_w > 0 else torch.zeros((), device=dev)
             if n_old:
                 with torch.no_grad(): xp = prev_t(z, yg)[:n_old]   # whole batch in train mode: BN sees what G's BN sees
                 gd = F.l1_loss(xg[:n_old], xp)
             else: gd = torch.zeros((), device=dev)
-            total_g = loss_g + gd_w * gd + cfg.ms_w * ms
+            total_g = loss_g + gd_w * gd + cfg.ms_w * ms + cfg.cls_w * cls
             opt_g.zero_grad(set_to_none=True); total_g.backward(); opt_g.step()
             self._ema_step(B)
-            log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach()); log['ms'].append(ms.detach())
+            log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach()); log['ms'].append(ms.detach()); log['cls'].append(cls.detach())
             if do_r1: log['r1'].append(r1.detach())
         secs = time.perf_counter() - t0
         self.gan_trained = True
@@ -393,7 +414,7 @@ class Genifer(Method):
             g = self.gan_log[p.t]
             extras.setdefault('gan', {})[str(p.t)] = {'gen_acc': g['gen_acc'], 'steps': g['steps'], 'seconds': g['seconds'],
                                                       'steps_per_s': g['steps_per_s'],
-                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'g', 'gdist', 'ms', 'r1') if k in g}}
+                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'g', 'gdist', 'ms', 'cls', 'r1') if k in g}}
         return extras
 
     # ---- checkpoints: the generators and the discriminator travel with the model
