@@ -325,7 +325,8 @@ class Genifer(Method):
         x_new = self.train_x[p.train_idx]; y_new = self.train_y[p.train_idx]
         B = cfg.gan_batch; n_old = B // 2 if prev is not None else 0; n_cur = B - n_old
         gd_w = cfg.gdist_w * p.n_old / len(p.classes) if prev is not None else 0.0
-        feat = lambda x: mid_features(clf, self.aug.normalize(diff_augment(x, cfg.translation, cfg.cutout, cfg.color)), cfg.feat_layer)
+        d_in = lambda x: self.aug.normalize(diff_augment(x, cfg.translation, cfg.cutout, cfg.color))   # what D's classifier pass sees
+        feat = lambda x: mid_features(clf, d_in(x), cfg.feat_layer)
         def labels():
             yc = y_new[torch.randint(0, len(y_new), (n_cur,), device=dev)]
             return torch.cat([torch.randint(0, p.n_old, (n_old,), device=dev), yc]) if n_old else yc
@@ -351,7 +352,7 @@ class Genifer(Method):
             if cfg.ms_w > 0: yg[1::2] = yg[0::2][:len(yg[1::2])]     # pairs of latents with one label for the mode-seeking term
             xg = G(z, yg)
             if cfg.cls_w > 0:   # one pass gives D's features and the classifier's logits of the same augmented images
-                logits_g, hg = forward_mid(clf, self.aug.normalize(diff_augment(xg, cfg.translation, cfg.cutout, cfg.color)), cfg.feat_layer)
+                logits_g, hg = forward_mid(clf, d_in(xg), cfg.feat_layer)
                 cls = F.cross_entropy(logits_g, yg)
             else: hg, cls = feat(xg), torch.zeros((), device=dev)
             loss_g = F.softplus(-D(hg, yg)).mean()
