@@ -401,10 +401,12 @@ class Genifer(Method):
             with torch.enable_grad():
                 net = train_independent(self.real_x[idx], self.real_y[idx], n, cfg.measure_epochs, seed=self.seed * 1000 + p.t, device=dev, flip=self.data.flip)
             y = torch.arange(n, device=dev).repeat_interleave(n_gen)
-            acc = (torch.cat([net(self.G_ema.sample(yb)).argmax(1) for yb in y.split(500)]) == y).float().mean().item()
+            right = (torch.cat([net(self.G_ema.sample(yb)).argmax(1) for yb in y.split(500)]) == y).float()
+            acc, acc_c = right.mean().item(), (100 * right.view(n, n_gen).mean(1)).tolist()
             tx, ty = self.test_x[p.test_idx], self.test_y[p.test_idx]
             keep = ty < n; real_acc = (net(tx[keep].float() / 255).argmax(1) == ty[keep]).float().mean().item()
-        return {'diversity': sum(div) / n, 'diversity_per_class': div, 'independent_acc': 100 * acc, 'independent_real_acc': 100 * real_acc}
+        return {'diversity': sum(div) / n, 'diversity_per_class': div, 'independent_acc': 100 * acc, 'independent_acc_per_class': acc_c,
+                'independent_real_acc': 100 * real_acc}
 
     def record(self, extras, p):
         if p.t in self.quality:
