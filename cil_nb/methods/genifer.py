@@ -218,7 +218,7 @@ class GeniferConfig(Config):
     gan_last: bool = False       # also train a GAN after the last phase (only for pictures)
     SMALL: ClassVar[dict] = dict(inc_optimizer='sgd', inc_lr=0.05, z_dim=64, g_width=32, d_width=32, gan_steps=200,
                                  base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0,
-                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1, ms_w=0.003)
+                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1, ms_w=0.003, cls_w=0.1, gdist_w=2.0)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=None)   # CIFAR-100 B50 + 5 x 10, no exemplars
 
 # %% ../../nbs/13_methods.genifer.ipynb #946acbe5
