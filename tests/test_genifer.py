@@ -87,6 +87,9 @@ def test_cli_records_diversity_and_independent_accuracy(tmp_path):
         assert sorted(res['extras'][k], key=int) == [str(t) for t in range(1, n)], (k, res['extras'].get(k))
     assert all(v > 0 for v in res['extras']['diversity'].values())
     assert all(0 <= v <= 100 for v in res['extras']['independent_acc'].values())
+    for t, q in res['extras']['gan_quality'].items():   # class by class: one figure per old class, averaging to the total
+        pc = q['independent_acc_per_class']; n_old = sum(res['metrics']['phase_sizes'][:int(t)])
+        assert len(pc) == n_old and abs(sum(pc) / n_old - q['independent_acc']) < 1e-3, (t, pc, q['independent_acc'])
 
 def test_mode_seeking_and_measures():
     "The mode-seeking term is small for varied pairs and large for identical ones; mean_pairwise is the mean distinct-pair distance."
