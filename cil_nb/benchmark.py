@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_benchmark.ipynb #68aeefcd
 from __future__ import annotations
-import os, sys, io, json, math, time, re, resource
+import os, sys, io, json, math, time, re, resource, signal, threading
 from pathlib import Path
 import numpy as np
 import torch
@@ -185,6 +185,10 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         ex = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=mp.get_context('spawn'), max_tasks_per_child=1)
+        old_term = None
+        if threading.current_thread() is threading.main_thread():   # `kill` must stop the workers too, not only this process
+            def _on_term(signum, frame): raise SystemExit(f'stopped by signal {signum}: the unfinished runs were stopped too; --resume continues them')
+            old_term = signal.signal(signal.SIGTERM, _on_term)
         try:
             futs = {ex.submit(_bench_cell, m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0, threads or 1):
                     (label, s) for m, label, i, s in sorted(cells, key=lambda c: -RELATIVE_COST.get(c[0].name, 1))}   # longest first
@@ -194,6 +198,8 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
         except BaseException:   # one line for the user, not a worker-manager traceback: stop the other runs (each resumable), then wait
             for q in list((getattr(ex, '_processes', None) or {}).values()): q.terminate()
             ex.shutdown(wait=True, cancel_futures=True); raise
+        finally:
+            if old_term is not None: signal.signal(signal.SIGTERM, old_term)
         ex.shutdown()
     return {label: [done[label, s] for s in seeds] for label in labels}
 

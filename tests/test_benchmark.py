@@ -149,3 +149,23 @@ def test_jobs_error_is_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('cil_nb_bench: error: checkpoint') and 'does not match this run' in err[0], r.stderr
+
+def test_sigterm_stops_the_workers(tmp_path):
+    "`kill` (SIGTERM) of a `--jobs 2` bench stops its worker processes too, with one line and a non-zero exit."
+    import signal, time
+    r = subprocess.Popen([*console('cil_nb_bench', 'cil_nb.benchmark'), '--method', 'finetune', '--dataset', 'synthetic',
+                          '--seeds', '0,1', '--jobs', '2', '--threads', '1', '--epochs', '200', '--device', 'cpu',
+                          '--no_pictures', '--out', str(tmp_path / 'o')],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    def children():
+        out = subprocess.run(['ps', '-o', 'pid=', '--ppid', str(r.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+    t0 = time.time()
+    while len(children()) < 2 and time.time() - t0 < 120: time.sleep(0.5)   # the two workers have started
+    kids = children(); assert len(kids) >= 2, kids
+    time.sleep(3); r.send_signal(signal.SIGTERM)
+    out, err = r.communicate(timeout=120)
+    assert r.returncode != 0 and 'stopped by signal' in err, (r.returncode, err[-500:])
+    time.sleep(1)
+    alive = [p for p in kids if os.path.exists(f'/proc/{p}') and 'Z' not in open(f'/proc/{p}/stat').read().split()[2]]
+    assert not alive, alive
