@@ -17,8 +17,9 @@ from ..models import *
 from ..learner import *
 
 # %% auto #0
-__all__ = ['diff_augment', 'CondGenerator', 'FeatDiscriminator', 'mid_features', 'forward_mid', 'kd_sep', 'feat_l2', 'r1_penalty',
-           'mode_seeking', 'mean_pairwise', 'small_cnn', 'train_independent', 'GeniferConfig', 'Genifer']
+__all__ = ['diff_augment', 'CondGenerator', 'FeatDiscriminator', 'PixDiscriminator', 'mid_features', 'forward_mid', 'kd_sep',
+           'feat_l2', 'r1_penalty', 'mode_seeking', 'mean_pairwise', 'small_cnn', 'train_independent', 'GeniferConfig',
+           'Genifer']
 
 # %% ../../nbs/13_methods.genifer.ipynb #9ce63157
 def diff_augment(x, translation: float = 0.125, cutout: float = 0.5, color: bool = True):
@@ -96,6 +97,20 @@ class FeatDiscriminator(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
     def forward(self, h, y):
         phi = self.body(h).sum((2, 3))
+        return self.lin(phi).squeeze(1) + (self.embed(y) * phi).sum(1)
+
+class PixDiscriminator(nn.Module):
+    "Projection discriminator on images (B, C, H, W) in [0, 1] with labels: three stride-2 3x3 convolutions (width, 2 width, 4 width channels), LeakyReLU, sum-pool."
+    def __init__(self, channels: int, n_classes: int, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, 2, 1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(width, 2 * width, 3, 2, 1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.LeakyReLU(0.2))
+        self.lin = nn.Linear(4 * width, 1)
+        self.embed = nn.Embedding(n_classes, 4 * width)
+        nn.init.normal_(self.embed.weight, std=0.02)
+    def forward(self, x, y):
+        phi = self.body(2 * x - 1).sum((2, 3))
         return self.lin(phi).squeeze(1) + (self.embed(y) * phi).sum(1)
 
 # %% ../../nbs/13_methods.genifer.ipynb #17976a75
@@ -205,6 +220,9 @@ class GeniferConfig(Config):
     r1_gamma: float = 0.5
     r1_every: int = 16           # lazy R1
     gdist_w: float = 10.0        # generator distillation, times n_old / n_new
+    pix_w: float = 0.0           # weight of a second, pixel-space discriminator's term for G (not in the paper; 0 = off)
+    pix_width: int = 32
+    pix_r1: float = 0.01         # R1 weight of the pixel discriminator
     cls_w: float = 0.0           # class term: CE of the frozen classifier on (augmented) generated images (not in the paper; see below)
     ms_w: float = 0.0            # mode-seeking term (not in the paper, so 0 here); the small preset's 0.003 stops its generator drawing one image a class
     measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
@@ -218,7 +236,7 @@ class GeniferConfig(Config):
     gan_last: bool = False       # also train a GAN after the last phase (only for pictures)
     SMALL: ClassVar[dict] = dict(inc_optimizer='sgd', inc_lr=0.05, z_dim=64, g_width=32, d_width=32, gan_steps=200,
                                  base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0,
-                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1, ms_w=0.003, cls_w=0.1, gdist_w=2.0)
+                                 feat_layer=1, milestones=(0.5, 0.75), gamma=0.1, ms_w=0.003, cls_w=0.1, gdist_w=2.0, pix_w=2.0)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=None)   # CIFAR-100 B50 + 5 x 10, no exemplars
 
 # %% ../../nbs/13_methods.genifer.ipynb #946acbe5
@@ -241,6 +259,7 @@ class Genifer(Method):
         with torch.no_grad():
             self.model.eval(); c = mid_features(self.model, self.prep(self.train_x[:2]), cfg.feat_layer).shape[1]
         self.D = FeatDiscriminator(c, n, cfg.d_width).to(self.device)
+        self.Dp = PixDiscriminator(self.data.channels, n, cfg.pix_width).to(self.device) if cfg.pix_w > 0 else None
         self.gan_trained, self.gan_nimg = False, 0
         self.gan_log, self.snapshots, self.quality = {}, {}, {}
         self.real_x, self.real_y = self.train_x, self.train_y   # only for measuring the generator (`generator_quality`), never for training
@@ -322,6 +341,9 @@ class Genifer(Method):
         c = cfg.r1_every / (cfg.r1_every + 1) if cfg.r1_every > 1 else 1.0   # lazy-regularisation correction
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
+        Dp = self.Dp
+        if Dp is not None: Dp.train(); opt_dp = torch.optim.Adam(Dp.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
+        aug_px = lambda x: diff_augment(x, cfg.translation, cfg.cutout, cfg.color)
         x_new = self.train_x[p.train_idx]; y_new = self.train_y[p.train_idx]
         B = cfg.gan_batch; n_old = B // 2 if prev is not None else 0; n_cur = B - n_old
         gd_w = cfg.gdist_w * p.n_old / len(p.classes) if prev is not None else 0.0
@@ -347,6 +369,12 @@ class Genifer(Method):
             r1 = r1_penalty(d_real, hr) if do_r1 else None
             total_d = loss_d + (cfg.r1_gamma / 2 * r1 * cfg.r1_every if do_r1 else 0)
             opt_d.zero_grad(set_to_none=True); total_d.backward(); opt_d.step()
+            if Dp is not None:   # the same real and fake images, judged as pixels
+                xra = aug_px(xr).detach().requires_grad_(do_r1)
+                p_real, p_fake = Dp(xra, yr), Dp(aug_px(xf), yf)
+                loss_dp = F.softplus(p_fake).mean() + F.softplus(-p_real).mean()
+                total_dp = loss_dp + (cfg.pix_r1 / 2 * r1_penalty(p_real, xra) * cfg.r1_every if do_r1 and cfg.pix_r1 > 0 else 0)
+                opt_dp.zero_grad(set_to_none=True); total_dp.backward(); opt_dp.step(); log['dp'].append(loss_dp.detach())
             # generator: fool D on (old and current) labels; stay close to the previous generator on old labels
             yg = labels(); z = torch.randn(B, cfg.z_dim, device=dev)
             if cfg.ms_w > 0: yg[1::2] = yg[0::2][:len(yg[1::2])]     # pairs of latents with one label for the mode-seeking term
@@ -356,6 +384,7 @@ class Genifer(Method):
                 cls = F.cross_entropy(logits_g, yg)
             else: hg, cls = feat(xg), torch.zeros((), device=dev)
             loss_g = F.softplus(-D(hg, yg)).mean()
+            if Dp is not None: loss_g = loss_g + cfg.pix_w * F.softplus(-Dp(aug_px(xg), yg)).mean()
             ms = mode_seeking(xg, z) if cfg.ms_w > 0 else torch.zeros((), device=dev)
             if n_old:
                 with torch.no_grad(): xp = prev_t(z, yg)[:n_old]   # whole batch in train mode: BN sees what G's BN sees
@@ -417,14 +446,15 @@ class Genifer(Method):
             g = self.gan_log[p.t]
             extras.setdefault('gan', {})[str(p.t)] = {'gen_acc': g['gen_acc'], 'steps': g['steps'], 'seconds': g['seconds'],
                                                       'steps_per_s': g['steps_per_s'],
-                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'g', 'gdist', 'ms', 'cls', 'r1') if k in g}}
+                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'dp', 'g', 'gdist', 'ms', 'cls', 'r1') if k in g}}
         return extras
 
     # ---- checkpoints: the generators and the discriminator travel with the model
     def extra_state(self):
         return {**super().extra_state(), 'G': self.G.state_dict(), 'G_ema': self.G_ema.state_dict(), 'D': self.D.state_dict(),
-                'gan_trained': self.gan_trained, 'gan_nimg': self.gan_nimg}
+                'Dp': self.Dp.state_dict() if self.Dp is not None else None, 'gan_trained': self.gan_trained, 'gan_nimg': self.gan_nimg}
     def load_extra_state(self, st):
         super().load_extra_state(st)
         self.G.load_state_dict(st['G']); self.G_ema.load_state_dict(st['G_ema']); self.D.load_state_dict(st['D'])
+        if self.Dp is not None and st.get('Dp') is not None: self.Dp.load_state_dict(st['Dp'])
         self.gan_trained, self.gan_nimg = st['gan_trained'], st['gan_nimg']
