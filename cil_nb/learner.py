@@ -21,9 +21,10 @@ from .memory import *
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule',
-           'cpu_bf16_native', 'resolve_precision', 'Method', 'register', 'get_method', 'distributed_refusal',
-           'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result', 'data_fingerprint', 'runtime_info',
-           'machine_line', 'save_checkpoint', 'load_checkpoint', 'run_folder_state', 'run']
+           'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'Method', 'register', 'get_method',
+           'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result',
+           'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint', 'load_checkpoint', 'run_folder_state',
+           'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -55,6 +56,7 @@ class Config:
     precision: str = 'fp32'      # 'auto', 'fp32' or 'bf16' (see `resolve_precision`; bf16 loses accuracy, so not the default)
     channels_last: bool = True   # channels-last memory layout on CUDA, and on the CPU in bf16
     compile: bool = False        # torch.compile the backbone in `setup` (pays off on long GPU runs)
+    bn_refresh: bool = True      # after each phase, re-estimate BatchNorm's running statistics on the phase's images (`reestimate_bn`; not in the papers)
     CHOICES: ClassVar[dict] = dict(head=['cosine', 'linear'], norm=['bn', 'cn'], schedule=['multistep', 'cosine', 'onecycle'],
                                    selection=['herding', 'random', 'closest'], precision=['auto', 'fp32', 'bf16'])
     SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
@@ -186,6 +188,21 @@ def resolve_precision(precision: str, device) -> str:
     d = torch.device(device)
     return 'bf16' if d.type == 'cuda' or (d.type == 'cpu' and cpu_bf16_native()) else 'fp32'
 
+# %% ../nbs/05_learner.ipynb #3d088d97
+@torch.no_grad()
+def reestimate_bn(net: torch.nn.Module, images, prep=lambda x: x, autocast=nullcontext, batch_size: int = 1024) -> int:
+    "Reset the running statistics of `net`'s BatchNorm layers that train, and re-estimate them in one no-grad pass over `images`."
+    was = net.training; net.train()   # a module's own `train` may keep frozen parts in eval mode: those are left alone
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    if bns and len(images):
+        momenta = [m.momentum for m in bns]
+        for m in bns: m.reset_running_stats(); m.momentum = None   # momentum None: a plain average over the batches
+        for xb in images.tensor_split(math.ceil(len(images) / batch_size)):   # equal batches, equally weighted
+            with autocast(): net(prep(xb))
+        for m, mo in zip(bns, momenta): m.momentum = mo
+    net.train(was)
+    return len(bns)
+
 # %% ../nbs/05_learner.ipynb #073e64c9
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
@@ -278,7 +295,7 @@ class Method:
         batches = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t,
                           shard=(rank(), world_size()))   # under torchrun: this process's share of each batch
         opt, sched = self.optimizer(p, len(batches))
-        hist, n_img = [], 0
+        hist, n_img, self.fit_x = [], 0, x
         ddp_begin(self)   # under torchrun: self.model is its DistributedDataParallel wrapper until ddp_end
         for ep in range(self.epochs(p)):
             self.model.train()
@@ -293,6 +310,17 @@ class Method:
             if progress is not None: progress(ep, hist[-1])
         ddp_end(self)
         return {'history': hist, 'images': all_sum(n_img)}
+
+    def bn_images(self, p: Phase):
+        "Stored images BatchNorm's statistics are re-estimated on after phase `p`: those the phase trained on (`fit_x`)."
+        x = getattr(self, 'fit_x', None)
+        return x if x is not None else self.training_data(p)[0]
+
+    def refresh_bn(self, p: Phase):
+        "Give the model BatchNorm statistics that match its final weights (`reestimate_bn`), unless `bn_refresh` is off."
+        if self.cfg.bn_refresh:
+            reestimate_bn(self.model, self.bn_images(p), self.prep, self.autocast, self.cfg.eval_batch_size)
+        self.fit_x = None
 
     def after_phase(self, p: Phase):
         "Update the exemplar memory (herding by default) and the class means for NME."
@@ -635,6 +663,7 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
         bar = tqdm(total=method.epochs(p), desc=f'phase {t}', unit='epoch', leave=False) if progress else None
         fit = method.fit_phase(p, (lambda ep, h: (bar.update(1), bar.set_postfix({k: f'{v:.3f}' for k, v in h.items()}))) if bar else None)
         if bar: bar.close()
+        method.refresh_bn(p)   # BatchNorm statistics that match the final weights, before anything uses the model
         if method.cuda: torch.cuda.synchronize(device)
         t_train = time.perf_counter() - t0
         method.after_phase(p)

@@ -251,7 +251,7 @@ class AANets(Method):
         return Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=seed)
     def fit_phase(self, p: Phase, progress=None) -> dict:
         "Each epoch: one pass of the host loss over new data + exemplars (blocks), one of CE over the balanced subset (weights)."
-        x, y = self.training_data(p)
+        x, y = self.training_data(p); self.fit_x = x   # (the images BatchNorm is re-estimated on afterwards)
         batches = self._batches(x, y, self.seed * 1000 + p.t)
         opt, sched = self.optimizer(p, len(batches))
         learn_alpha = p.t > 0 and self.alpha_lr > 0

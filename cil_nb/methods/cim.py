@@ -304,7 +304,7 @@ class Foster(Method):
         return hist, n_img
 
     def fit_phase(self, p: Phase, progress=None) -> dict:
-        x, y = self.training_data(p); c = self.cfg
+        x, y = self.training_data(p); c = self.cfg; self.fit_x = x
         lr = c.base_lr if p.t == 0 and c.base_lr is not None else c.lr
         if p.t == 0:
             h, n = self.train_stage(p, 'base', self.model, x, y, self.epochs(p), self.ce_loss, lr, c.weight_decay, progress)
@@ -312,6 +312,7 @@ class Foster(Method):
         counts = self.class_counts(y, p)
         self.w1, self.w2 = effective_weights(counts, c.beta1).to(self.device), effective_weights(counts, c.beta2).to(self.device)
         hb, nb_ = self.train_stage(p, 'boost', self.teacher, x, y, c.epochs, self.boost_loss, lr, c.weight_decay, progress)
+        if c.bn_refresh: reestimate_bn(self.teacher, x, self.prep, self.autocast, c.eval_batch_size)   # the distillation target's statistics
         self.teacher.eval()
         hc, nc = self.train_stage(p, 'compress', self.model, x, y, c.compress_epochs, self.compress_loss,
                                   c.compress_lr if c.compress_lr is not None else lr, 0., progress, ep0=c.epochs)

@@ -386,6 +386,7 @@ class ClassImpression(Method):
             self.model.train()
             idx = torch.multinomial(w, n_draw, replacement=True, generator=g) if w is not None else torch.randperm(len(y), generator=g)
             batches = Batches(x, y, idx.to(self.device), bs, shuffle=False, aug=self.aug, drop_last=n_draw > bs, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
+            self.fit_x = x[idx.to(self.device)]   # BatchNorm is re-estimated on a draw of the sampler, as trained
             self.s_cent = self.t_cent = torch.zeros(n_seen, n_seen, device=self.device)
             sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
             for xb, yb in batches:

@@ -289,7 +289,7 @@ class Genifer(Method):
     def _fit_replay(self, p, progress):
         cfg = self.cfg; bs = cfg.batch_size
         n_gen = max(1, round(bs * cfg.gen_ratio)); n_real = max(1, bs - n_gen)
-        x, y = self.train_x[p.train_idx], self.train_y[p.train_idx]
+        x, y = self.train_x[p.train_idx], self.train_y[p.train_idx]; self.fit_x = x
         batches = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t)
         opt, sched = self.optimizer(p, len(batches))
         self.G_ema.eval(); hist, n_img = [], 0
@@ -314,6 +314,17 @@ class Genifer(Method):
             hist.append({k: v.item() / max(nb, 1) for k, v in sums.items()})
             if progress is not None: progress(ep, hist[-1])
         return {'history': hist, 'images': n_img}
+
+    def bn_images(self, p):
+        "As trained on: the new images, and after phase 0 generated old-class images in the batches' ratio (own latents, not the run's random stream)."
+        x = super().bn_images(p)
+        if p.t == 0 or not self.gan_trained: return x
+        n = round(len(x) * self.cfg.gen_ratio / (1 - self.cfg.gen_ratio))
+        g = torch.Generator().manual_seed(self.seed * 1000 + p.t)
+        y, z = torch.randint(0, p.n_old, (n,), generator=g), torch.randn(n, self.cfg.z_dim, generator=g)
+        self.G_ema.eval()
+        with torch.no_grad(): xg = torch.cat([self.G_ema(zb.to(self.device), yb.to(self.device)) for zb, yb in zip(z.split(512), y.split(512))])
+        return torch.cat([x.float() / 255 if x.dtype == torch.uint8 else x, xg.float()])
 
     # ---- the GAN
     def gan_steps(self, p): return self.cfg.base_gan_steps if p.t == 0 and self.cfg.base_gan_steps is not None else self.cfg.gan_steps
