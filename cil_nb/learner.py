@@ -316,10 +316,18 @@ class Method:
         x = getattr(self, 'fit_x', None)
         return x if x is not None else self.training_data(p)[0]
 
+    def bn_prep(self, p: Phase):
+        "Network input of the re-estimation pass: the training augmentation, drawn from a stream of its own (the run's is untouched)."
+        g = torch.Generator(device=self.device).manual_seed(self.seed * 1000 + p.t + 7)
+        def prep(x):
+            x = self.aug(x.to(self.device), g, True)
+            return x.contiguous(memory_format=torch.channels_last) if self.use_channels_last else x
+        return prep
+
     def refresh_bn(self, p: Phase):
         "Give the model BatchNorm statistics that match its final weights (`reestimate_bn`), unless `bn_refresh` is off."
         if self.cfg.bn_refresh:
-            reestimate_bn(self.model, self.bn_images(p), self.prep, self.autocast, self.cfg.eval_batch_size)
+            reestimate_bn(self.model, self.bn_images(p), self.bn_prep(p), self.autocast, self.cfg.eval_batch_size)
         self.fit_x = None
 
     def after_phase(self, p: Phase):

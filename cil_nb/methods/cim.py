@@ -312,7 +312,7 @@ class Foster(Method):
         counts = self.class_counts(y, p)
         self.w1, self.w2 = effective_weights(counts, c.beta1).to(self.device), effective_weights(counts, c.beta2).to(self.device)
         hb, nb_ = self.train_stage(p, 'boost', self.teacher, x, y, c.epochs, self.boost_loss, lr, c.weight_decay, progress)
-        if c.bn_refresh: reestimate_bn(self.teacher, x, self.prep, self.autocast, c.eval_batch_size)   # the distillation target's statistics
+        if c.bn_refresh: reestimate_bn(self.teacher, x, self.bn_prep(p), self.autocast, c.eval_batch_size)   # the distillation target's statistics
         self.teacher.eval()
         hc, nc = self.train_stage(p, 'compress', self.model, x, y, c.compress_epochs, self.compress_loss,
                                   c.compress_lr if c.compress_lr is not None else lr, 0., progress, ep0=c.epochs)
