@@ -1,9 +1,8 @@
 """bfloat16 (`precision='bf16'`) against float32: what stays float32 under autocast, and a small run in each.
 
-Issue 20: under CPU autocast, softmax, log-softmax and normalisations are not promoted to float32 as on CUDA, so the
-heads, losses and distillation terms used to run in bfloat16. Now only the backbone computes in bfloat16; these tests
-pin that down, and compare a small iCaRL and LUCIR run in both precisions (same seed)."""
-import time
+Under CPU autocast, softmax, log-softmax and normalisations are not promoted to float32 as on CUDA, so the
+heads, losses and distillation terms used to run in bfloat16. Only the backbone computes in bfloat16; these tests
+pin that down, and measure what bfloat16 changes on one trained iCaRL and LUCIR model."""
 import pytest, torch
 import torch.nn.functional as F
 from cil_nb.data import make_synthetic, Scenario
@@ -40,22 +39,26 @@ def test_precision_setting():
 
 @pytest.mark.skipif(not cpu_bf16_native(), reason='this CPU has no native bfloat16 (AMX or AVX512-BF16): bf16 autocast would be '
                     'emulated, minutes instead of seconds, and is never chosen by precision="auto" here')
-def test_bf16_run_close_to_fp32():
-    """A small run of iCaRL and LUCIR in bf16 and in fp32, same seed: the runs record their precision, and the bf16
-    accuracies (A_avg, both heads) stay near the fp32 ones. On runs this small a seed moves single figures by several
-    points either way (seeds 0-2 measured: mean difference over the 4 figures within 2.1 points, single figures up to
-    11); the bound catches a broken bf16 path, not the 1-point gap the issue asks for (see 05_learner's table)."""
-    syn = make_synthetic(n_classes=10, n_train=40, n_test=20, size=16)
-    sc = Scenario(syn, base=2, increment=2)
-    t0, diffs = time.time(), []
-    for meth in ('icarl', 'lucir'):
-        acc = {}
-        for prec in ('fp32', 'bf16'):
-            m = get_method(meth, None, precision=prec, epochs=6, batch_size=16, per_class=10)
-            r = run(m, sc, device='cpu', seed=0, log=lambda s: None, progress=False)
-            assert r.runtime['precision'] == prec and m.use_channels_last == (prec == 'bf16')
-            acc[prec] = {h: r.summary(h)['avg_inc_acc'] for h in r.heads}
-        diffs += [acc['bf16'][h] - acc['fp32'][h] for h in acc['fp32']]
-    mean = sum(diffs) / len(diffs)
-    assert abs(mean) <= 3 and max(abs(d) for d in diffs) <= 8, f'bf16 - fp32 A_avg (icarl cnn, nme, lucir cnn, nme): {diffs}'
-    print(f'bf16 - fp32: {[round(d, 2) for d in diffs]} (mean {mean:.2f}), {time.time() - t0:.0f} s')
+@pytest.mark.parametrize('meth', ['icarl', 'lucir'])
+def test_bf16_precision_on_the_same_weights(meth):
+    """What bfloat16 itself changes, on one trained model: its predictions at evaluation (both heads) and the direction of
+    a training step's gradient. End-to-end accuracy of tiny runs moves with the seed by several points either way in
+    both precisions, so it is measured on Fashion-MNIST over seeds (05_learner), not here."""
+    sc = Scenario(make_synthetic(n_classes=10, n_train=40, n_test=20, size=16), base=2, increment=2)
+    m = get_method(meth, None, precision='fp32', epochs=6, batch_size=16, per_class=10)
+    r = run(m, sc, device='cpu', seed=0, log=lambda s: None, progress=False)
+    assert r.runtime['precision'] == 'fp32' and not m.use_channels_last
+    x = m.test_x
+    a = m.predict_heads(x, ['cnn', 'nme'])
+    m.cfg = m.cfg.replace(precision='bf16'); assert m.bf16 and m.use_channels_last
+    b = m.predict_heads(x, ['cnn', 'nme'])
+    for h in a: assert (a[h] == b[h]).float().mean() >= 0.99, f'{h}: bf16 changes {(a[h] != b[h]).float().mean():.1%} of predictions'
+    xb, yb = m.prep(m.train_x[:64]), m.train_y[:64]
+    grads = {}
+    for prec in ('fp32', 'bf16'):
+        m.cfg = m.cfg.replace(precision=prec); m.model.train(); m.model.zero_grad()
+        with m.autocast(): loss = F.cross_entropy(m.model(xb.contiguous(memory_format=torch.channels_last) if m.use_channels_last else xb), yb)
+        loss.backward()
+        grads[prec] = torch.cat([q.grad.flatten() for q in m.model.parameters() if q.grad is not None])
+    cos = F.cosine_similarity(grads['fp32'], grads['bf16'], dim=0)
+    assert cos >= 0.95, f'the bf16 gradient points {torch.rad2deg(torch.acos(cos)):.1f} degrees away from the fp32 one'
