@@ -366,6 +366,17 @@ class ClassImpression(Method):
             idc = self.cfg.w_idc * self.cfg.idc_weight * idc; parts['idc'] = idc; total = total + idc
         return total, parts
 
+    def refresh_bn(self, p: Phase):
+        "As trained: after phase 0 each batch also passes half as many plain IdC target images through BatchNorm, so the pass mixes them in."
+        tx, self.fit_t = getattr(self, 'fit_t', None), None
+        if not self.cfg.bn_refresh or tx is None: return super().refresh_bn(p)
+        x = self.bn_prep(p)(self.fit_x); n = len(x) // 2
+        g = torch.Generator().manual_seed(self.seed * 1000 + p.t + 8)
+        xt = self.aug.normalize(tx[torch.randint(0, len(tx), (n,), generator=g).to(tx.device)])
+        xin = torch.cat([x, xt.to(x.dtype)]); xin = xin[torch.randperm(len(xin), generator=g).to(xin.device)]
+        reestimate_bn(self.model, xin, lambda b: b, self.autocast, self.cfg.eval_batch_size)
+        self.fit_x = None
+
     def fit_phase(self, p: Phase, progress=None) -> dict:
         x, y = self.training_data(p)
         cfg, bs, n_seen = self.cfg, self.cfg.batch_size, p.n_seen
@@ -386,7 +397,8 @@ class ClassImpression(Method):
             self.model.train()
             idx = torch.multinomial(w, n_draw, replacement=True, generator=g) if w is not None else torch.randperm(len(y), generator=g)
             batches = Batches(x, y, idx.to(self.device), bs, shuffle=False, aug=self.aug, drop_last=n_draw > bs, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
-            self.fit_x = x[idx.to(self.device)]   # BatchNorm is re-estimated on a draw of the sampler, as trained
+            self.fit_x = x[idx.to(self.device)]   # BatchNorm is re-estimated on a draw of the sampler, as trained (`refresh_bn`)
+            self.fit_t = tx if use_t else None
             self.s_cent = self.t_cent = torch.zeros(n_seen, n_seen, device=self.device)
             sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
             for xb, yb in batches:
