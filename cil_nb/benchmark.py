@@ -471,6 +471,7 @@ class Explorer:
         "The widget, with a plain-text stand-in that says what it shows (for a notebook read without a kernel)."
         b = self.widget._repr_mimebundle_(**kw)
         st = self.state
-        b['text/plain'] = (f"Explorer of {len(self.runs)} results, showing {st['label']}, head {st['head']}, phase {st['phase']} "
-                           f"(interactive in a running notebook; explorer.snapshot() draws this view as a picture)")
+        acc = self.result.metrics.acc(st['head'])[st['phase']]
+        b['text/plain'] = (f"Explorer of {len(self.runs)} results, showing {st['label']}, head {st['head']}, phase {st['phase']}: "
+                           f"{acc:.1f}% on {st['n_classes']} classes (interactive in a running notebook; explorer.snapshot() draws this view as a picture)")
         return b
