@@ -17,9 +17,10 @@ from .learner import *
 from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv
 
 # %% auto #0
-__all__ = ['PICTURES', 'RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'save_picture', 'class_rows',
-           'default_pictures', 'method_pictures', 'save_phase_pictures', 'bench_folders', 'benchmark', 'bench_rows',
-           'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
+__all__ = ['PICTURES', 'RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'grid_figure', 'save_picture',
+           'class_rows', 'default_pictures', 'method_pictures', 'save_phase_pictures', 'bench_folders', 'benchmark',
+           'bench_rows', 'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures',
+           'Explorer']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -50,24 +51,37 @@ def image_grid(x, nrow: int = 10, pad: int = 1) -> np.ndarray:
         r, k = divmod(i, nrow); g[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = x[i]
     return (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
-def save_picture(obj, path, nrow: int = 10):
-    "Write images (a batch, `(batch, nrow)`) or a matplotlib figure to the PNG `path`, atomically."
+def grid_figure(g: np.ndarray, title: str | None = None, rows: list | None = None):
+    "An image grid as a figure: `title` above it and, for a grid of one row a class, each row's name on the left."
+    h, w = g.shape[:2]; s = 0.025                     # inches an image pixel: 2.5 screen pixels at 100 dpi
+    fig, ax = plt.subplots(figsize=(max(2.5, w * s), h * s + (0.35 if title else 0.05)))
+    ax.imshow(g, interpolation='nearest'); ax.set_xticks([]); ax.set_yticks([])
+    if rows: ax.set_yticks((np.arange(len(rows)) + 0.5) * h / len(rows), [str(r) for r in rows], fontsize=7)
+    for sp in ax.spines.values(): sp.set_visible(False)
+    if title: ax.set_title(title, fontsize=8)
+    return fig
+
+def save_picture(obj, path, nrow: int = 10, title: str | None = None):
+    "Write images (a batch, `(batch, nrow)` or `(batch, nrow, row names)`) or a matplotlib figure to the PNG `path`, atomically."
     buf = io.BytesIO()
+    if not isinstance(obj, plt.Figure):
+        rows = None
+        if isinstance(obj, tuple): obj, nrow, *rows = obj
+        g = image_grid(obj, nrow); rows = rows[0] if rows else None
+        if title is None and rows is None: plt.imsave(buf, g, format='png')
+        else: obj = grid_figure(g, title, rows)
     if isinstance(obj, plt.Figure): obj.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(obj)
-    else:
-        if isinstance(obj, tuple): obj, nrow = obj
-        plt.imsave(buf, image_grid(obj, nrow), format='png')
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 def class_rows(xs: dict, per_class: int = 10):
-    "Images of each class (label -> images) as one grid row a class, padded with white: `(images, per_class)`."
+    "Images of each class (label -> images) as one grid row a class, padded with white: `(images, per_class, labels)`."
     k = min(per_class, max(len(v) for v in xs.values()))
     rows = []
     for c in sorted(xs):
         x = _to_unit(xs[c][:k])
         if len(x) < k: x = torch.cat([x, torch.ones(k - len(x), *x.shape[1:])])
         rows.append(x)
-    return torch.cat(rows), k
+    return torch.cat(rows), k, sorted(xs)
 
 def default_pictures(method, p, per_class: int = 10) -> dict:
     "The exemplars of every class in the memory after phase `p`, one row a class (at most `per_class` each)."
@@ -98,12 +112,14 @@ def method_pictures(method, p) -> dict:
     return PICTURES.get(method.name, default_pictures)(method, p)
 
 def save_phase_pictures(method, p, folder) -> dict:
-    "Write the pictures of `method_pictures` under `folder/pictures/`; returns name -> path."
-    pics = method_pictures(method, p)
+    "Write the pictures of `method_pictures` under `folder/pictures/`, each titled, class rows named; returns name -> path."
+    pics = method_pictures(method, p); names = method.sc.class_names
     out = {}
     for name, obj in (pics or {}).items():
         check(re.fullmatch(r'[A-Za-z0-9_.-]+', name) is not None, f'picture name {name!r} must be letters, digits, _ . -')
-        out[name] = str(save_picture(obj, Path(folder) / 'pictures' / f'phase{p.t}_{name}.png'))
+        if isinstance(obj, tuple) and len(obj) == 3: obj = (obj[0], obj[1], [names[c] for c in obj[2]])   # positions -> class names
+        title = f'{getattr(method, "label", method.name)} (seed {method.seed}): {name.replace("_", " ")} after phase {p.t}'
+        out[name] = str(save_picture(obj, Path(folder) / 'pictures' / f'phase{p.t}_{name}.png', title=title))
     return out
 
 # %% ../nbs/20_benchmark.ipynb #ec372e85
@@ -150,8 +166,8 @@ def _bench_cell(m: Method, sc: Scenario, device, s: int, folder, resume: bool, o
     if folder is not None: r.save(folder / 'results.json')
     return r, how
 
-def _cell_line(label, s, r, how) -> str:
-    return (f'{label:<14} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
+def _cell_line(label, s, r, how, w: int = 14) -> str:
+    return (f'{label:<{w}} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
             + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
 
 # wall time of one run of each method at its small preset, relative to finetune's (Fashion-MNIST protocol, one thread,
@@ -176,11 +192,12 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
     folders = bench_folders(methods, seeds, out) if out is not None else {}
     if out is not None: check_out(folders, resume, overwrite)   # refuse before anything runs (see `cli.check_out`)
     cells = [(m, label, i, s) for m, label in zip(methods, labels) for i, s in enumerate(seeds)]
+    w = max(14, *map(len, labels))   # one column for every label, variants included
     done = {}
     if jobs == 1:
         for m, label, i, s in cells:
             r, how = _bench_cell(m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0)
-            done[label, s] = r; log(_cell_line(label, s, r, how))
+            done[label, s] = r; log(_cell_line(label, s, r, how, w))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -194,7 +211,7 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
                     (label, s) for m, label, i, s in sorted(cells, key=lambda c: -RELATIVE_COST.get(c[0].name, 1))}   # longest first
             for f in as_completed(futs):
                 label, s = futs[f]; r, how = f.result()
-                done[label, s] = r; log(_cell_line(label, s, r, how))
+                done[label, s] = r; log(_cell_line(label, s, r, how, w))
         except BaseException:   # one line for the user, not a worker-manager traceback: stop the other runs (each resumable), then wait
             for q in list((getattr(ex, '_processes', None) or {}).values()): q.terminate()
             ex.shutdown(wait=True, cancel_futures=True); raise
@@ -263,7 +280,7 @@ def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | N
     md = [f'### {sc.data.name}: {", ".join(results)}', '', '```', sc.card(), '```', '', bench_table(results), '',
           f'Mean ± std over seeds {[r.seed for r in next(iter(results.values()))]}; A_avg is the average incremental accuracy '
           f'over all phases, the first included; forgetting is the average forgetting of the CNN head. Backbones: '
-          + ', '.join(f'{k} {c["backbone"]} ({c["epochs"]} epochs a phase)' for k, c in cfgs.items())
+          + ', '.join(f'{k} {c["backbone"]} ({c["epochs"]} epoch{"s" if c["epochs"] != 1 else ""} a phase)' for k, c in cfgs.items())
           + f'. Machine: {_machine(device)}' + (f', {jobs} runs at once' if jobs > 1 else '') + f', torch {torch.__version__} (small-run figures move with the thread count).']
     if command: md += ['', f'Command: `{command}`']
     path = atomic_write_text('\n'.join(md) + '\n', out / 'results.md')
@@ -454,6 +471,7 @@ class Explorer:
         "The widget, with a plain-text stand-in that says what it shows (for a notebook read without a kernel)."
         b = self.widget._repr_mimebundle_(**kw)
         st = self.state
-        b['text/plain'] = (f"Explorer of {len(self.runs)} results, showing {st['label']}, head {st['head']}, phase {st['phase']} "
-                           f"(interactive in a running notebook; explorer.snapshot() draws this view as a picture)")
+        acc = self.result.metrics.acc(st['head'])[st['phase']]
+        b['text/plain'] = (f"Explorer of {len(self.runs)} results, showing {st['label']}, head {st['head']}, phase {st['phase']}: "
+                           f"{acc:.1f}% on {st['n_classes']} classes (interactive in a running notebook; explorer.snapshot() draws this view as a picture)")
         return b

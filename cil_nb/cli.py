@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_cli.ipynb #3e3bedf9
 from __future__ import annotations
-import os, sys, io, re, json, time, errno, argparse, tempfile, dataclasses
+import os, sys, io, re, json, time, errno, argparse, tempfile, dataclasses, difflib, textwrap
 from pathlib import Path
 import torch
 import matplotlib
@@ -18,8 +18,9 @@ from .learner import *
 import cil_nb.methods
 
 # %% auto #0
-__all__ = ['load_methods', 'split_methods', 'parse_method', 'label_folder', 'prepare', 'machine_note', 'check_out',
-           'run_experiments', 'ArgParser', 'add_run_args', 'main', 'set_threads', 'cil_nb_run']
+__all__ = ['load_methods', 'method_name', 'method_list', 'split_methods', 'parse_method', 'label_folder', 'prepare',
+           'machine_note', 'plot_heads', 'folder_runs', 'check_out', 'run_experiments', 'HelpFormatter', 'ArgParser',
+           'add_run_args', 'main', 'set_threads', 'cil_nb_run']
 
 # %% ../nbs/30_cli.ipynb #a2b3ad33
 def load_methods() -> dict:
@@ -28,6 +29,20 @@ def load_methods() -> dict:
     for m in pkgutil.iter_modules(cil_nb.methods.__path__):
         if not m.name.startswith('_'): importlib.import_module(f'cil_nb.methods.{m.name}')
     return METHODS
+
+def method_name(name: str) -> str:
+    "The registered method called `name`, in any case (`iCaRL` -> `icarl`); else one line with the closest names."
+    ms = load_methods(); key = name.strip().lower()
+    if key in ms: return key
+    close = difflib.get_close_matches(key, list(ms), n=3, cutoff=0.6)
+    raise CILError(f'unknown method {name!r}' + (f': did you mean {" or ".join(close)}?' if close else '')
+                   + f' (available: {", ".join(sorted(ms))}; see --help)')
+
+def method_list(width: int = 79) -> str:
+    "Every registered method with its one-line description (the class's own `about`, else its docstring), for `--help`."
+    rows = [(k, vars(c).get('about') or (c.__doc__ or '').strip()) for k, c in sorted(load_methods().items())]
+    w = max(len(k) for k, _ in rows) + 2
+    return '\n'.join(textwrap.fill(d, width, initial_indent=f'  {k:<{w}}', subsequent_indent=' ' * (w + 2)) for k, d in rows)
 
 # %% ../nbs/30_cli.ipynb #354f1750
 def _parse_increment(s):
@@ -78,8 +93,7 @@ def _method_config(spec: str, preset: str, memory, per_class, backbone, epochs, 
     check(preset in ('small', 'paper'), f"--preset must be 'small' or 'paper', got {preset!r}")
     load_methods()
     name, variant = parse_method(spec)
-    check(name in METHODS, f'unknown method {name!r}: available are {", ".join(sorted(METHODS))}')
-    cls = METHODS[name]
+    name = method_name(name); cls = METHODS[name]
     cfg = cls.Config.preset(small=preset == 'small')
     kw = {}
     if memory is not None: kw.update(memory=memory, per_class=None)
@@ -152,6 +166,32 @@ def machine_note(dev) -> str:
     n = torch.get_num_threads()
     return f'machine      {dev}, {n} thread{"s" if n != 1 else ""}, torch {torch.__version__} (small-run figures move with the thread count)'
 
+def plot_heads(results: dict, ax, title=None):
+    "Accuracy against classes seen for every head of every run: one colour a run, CNN solid, NME dashed, others dotted."
+    for i, (k, r) in enumerate(results.items()):
+        for h in r.heads:
+            a = r.metrics.acc(h); ns = r.metrics.n_seen[:len(a)]
+            ax.plot(ns, a, {'cnn': '-', 'nme': '--'}.get(h, ':'), color=f'C{i}', marker='o', ms=3,
+                    label=f'{k} {h} ({average_incremental_accuracy(a):.2f})')
+    ax.set_xlabel('number of classes seen'); ax.set_ylabel('accuracy (%)'); ax.grid(alpha=0.3)
+    ax.legend(title='run head (A_avg)', fontsize='small')
+    if title: ax.set_title(title)
+    return ax
+
+def folder_runs(out: Path, card: str, skip=()) -> tuple:
+    "The finished runs in `out/*/results.json` on the scenario `card` (folder name -> Result), and the others (folder -> why left out)."
+    runs, other = {}, {}
+    for f in sorted(Path(out).glob('*/results.json')):
+        if f.parent.name in skip: continue
+        try: r = Result.load(f)
+        except (CILError, OSError, ValueError, KeyError): other[f.parent.name] = 'unreadable'; continue
+        if not r.card.startswith(card + '\n'): other[f.parent.name] = 'another scenario'
+        elif len(r.phase_seconds) < len(r.phase_sizes): other[f.parent.name] = 'unfinished'
+        else: runs[f.parent.name] = r
+    return runs, other
+
+def _plural(n, word): return f'{n} {word}{"" if n == 1 else "s"}'
+
 def check_out(folders: dict, resume: bool = False, overwrite: bool = False):
     "Before anything runs: refuse run folders (label -> folder) that hold runs unless `resume`/`overwrite`; refuse a resume with nothing to resume."
     check(not (resume and overwrite), 'give either --resume or --overwrite, not both')
@@ -183,7 +223,7 @@ def run_experiments(methods, sc, dev, out: Path, seed: int = 0, resume: bool = F
         for m in methods:
             label = getattr(m, 'label', m.name); mo = folders[label]
             mem = Budget(m.cfg.memory, None if m.cfg.memory is not None else m.cfg.per_class) if m.uses_memory else 'no memory'
-            log(f'\n== {label} ({m.cfg.backbone}, {m.cfg.epochs} epochs a phase, {mem}) on {dev}, {resolve_precision(m.cfg.precision, dev)}')
+            log(f'\n== {label} ({m.cfg.backbone}, {_plural(m.cfg.epochs, "epoch")} a phase, {mem}) on {dev}, {resolve_precision(m.cfg.precision, dev)}')
             again = resume and (mo / 'checkpoint.pt').exists()
             if resume and not again: log(f'nothing to resume in {mo}: starting {label} at phase 0')
             log(f'{"phase":<5}  {"classes":>7}  accuracy per head  seconds  images/s  last epoch losses')
@@ -195,15 +235,22 @@ def run_experiments(methods, sc, dev, out: Path, seed: int = 0, resume: bool = F
             fig, axs = plt.subplots(1, len(r.heads), figsize=(4.5 * len(r.heads), 3.8), squeeze=False)
             for ax, h in zip(axs[0], r.heads): plot_accuracy_matrix(r.metrics.R(h), ax=ax, title=f'{label} {h}')
             _save_fig(fig, mo / 'accuracy_matrix.png')
-        if len(results) > 1:
-            fig, ax = plt.subplots(figsize=(6, 4)); plot_curves({k: r.metrics for k, r in results.items()}, ax=ax, title=f'{sc.data.name}: CNN head')
-            _save_fig(fig, out / 'curves.png')
+        # the top level describes every finished run in --out on this scenario: earlier ones too, read from their folders
+        earlier, other = folder_runs(out, sc.card(), skip={f.name for f in folders.values()})
+        every = {**earlier, **results}
+        fig, ax = plt.subplots(figsize=(6.5, 4.2)); plot_heads(every, ax, title=f'{sc.data.name}: every run in {out.name}/, every head')
+        _save_fig(fig, out / 'curves.png')
+        atomic_write_json({k: r.to_dict()['summary'] for k, r in every.items()}, out / 'summary.json')
+        if len(every) > 1:
             log('\nsummary (average incremental accuracy over all phases, phase 0 included; last-phase accuracy)')
-            for k, r in results.items():
-                log(f'  {k:<12} ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f} (last {r.summary(h)["last_acc"]:6.2f})' for h in r.heads))
-            atomic_write_json({k: r.to_dict()['summary'] for k, r in results.items()}, out / 'summary.json')
+            w = max(len(k) for k in every)
+            for k, r in every.items():
+                log(f'  {k:<{w}}  ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f} (last {r.summary(h)["last_acc"]:6.2f})' for h in r.heads)
+                    + ('  (an earlier run)' if k in earlier else ''))
     log(f'\nresults in {out.absolute()}: ' + ', '.join(f'{label_folder(k)}/results.json' for k in results)
-        + (', summary.json, curves.png' if len(results) > 1 else '') + ' (plots and checkpoint.pt beside each results.json)')
+        + ' (plots and checkpoint.pt beside each results.json)'
+        + f'; summary.json and curves.png cover {"the " + _plural(len(every), "run") if len(every) > 1 else "the run"} of this scenario in it: {", ".join(every)}'
+        + ('; left out of them: ' + ', '.join(f'{k}/ ({why})' for k, why in other.items()) if other else ''))
     return results
 
 # %% ../nbs/30_cli.ipynb #c3fa56fd
@@ -217,8 +264,17 @@ def _follow_experiments(methods, sc, dev, out, seed: int = 0, resume: bool = Fal
     return results
 
 # %% ../nbs/30_cli.ipynb #5894b217
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    "Help that gives each option's default (unless it has none or its help says it); description and epilog as written."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or 'default' in h: return h
+        return h + ' (default: %(default)s)'
+
 class ArgParser(argparse.ArgumentParser):
     "argparse with one-line errors (`prog: error: ...`, exit 2) and flags spelt with dashes or underscores."
+    def __init__(self, *a, description=None, **kw):
+        super().__init__(*a, description=description and textwrap.fill(description, 79), formatter_class=HelpFormatter, **kw)
     def error(self, message):
         print(f'{self.prog}: error: {message} (see {self.prog} --help)', file=sys.stderr); sys.exit(2)
     def parse_args(self, args=None, namespace=None):
@@ -240,7 +296,8 @@ def _argv(argv, kw) -> list:
 def add_run_args(p, method: str, out: str):
     "The options `cil_nb_run` and `cil_nb_bench` share."
     a = p.add_argument
-    a('--method', default=method, help='methods, comma-separated; a variant is method:key=value[:key=value], e.g. icarl:selection=random')
+    a('--method', default=method, help='methods, comma-separated, in any case; a variant is method:key=value[:key=value], '
+      'e.g. icarl:selection=random; the methods are listed below')
     a('--dataset', default='mnist5k', help='digits, mnist5k, fashion-mnist, synthetic, cifar10, cifar100, medmnist:<flag>, folder:<path>')
     a('--root', help='where data files live (medmnist: ~/.medmnist; cifar: ~/.cil_nb/data)')
     a('--base', type=int, help="classes in the first phase (default 2; with --preset paper the method's paper protocol)")
@@ -271,6 +328,7 @@ def add_run_args(p, method: str, out: str):
       "bf16 on CUDA and on CPUs with native bfloat16, AMX or AVX512-BF16; else fp32)")
     a('--cpu_amp', dest='precision', action='store_const', const='bf16', help='the old name of --precision bf16')
     a('--version', action='version', version=f'%(prog)s {sys.modules["cil_nb"].__version__} (torch {torch.__version__})')
+    p.epilog = 'methods (--method):\n' + method_list()
     return p
 
 def _oserror_line(e: OSError) -> str:

@@ -23,8 +23,8 @@ from .memory import *
 __all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule',
            'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'Method', 'register', 'get_method',
            'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result',
-           'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint', 'load_checkpoint', 'run_folder_state',
-           'run']
+           'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint', 'load_checkpoint', 'show_bars',
+           'run_folder_state', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -207,6 +207,7 @@ def reestimate_bn(net: torch.nn.Module, images, prep=lambda x: x, autocast=nullc
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
     name = 'replay'
+    about = "plain replay: cross-entropy on the new classes' images plus herded exemplars of the old ones (the base every method builds on)"
     Config = Config
     uses_memory = True        # keeps exemplars, and so has an NME head
     def __init__(self, config: Config | None = None, **kw):
@@ -594,6 +595,14 @@ def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path, rt: 
         log(f'warning: {w}'); return [w]
     return []
 
+# %% ../nbs/05_learner.ipynb #855c26ba
+def show_bars() -> bool:
+    "Progress bars where someone watches them: in Jupyter (widgets) or on a terminal; a file or a pipe gets one plain line a phase."
+    if in_test(): return False
+    ip = sys.modules.get('IPython') and sys.modules['IPython'].get_ipython()
+    if ip is not None and type(ip).__name__ == 'ZMQInteractiveShell': return True
+    return bool(getattr(sys.stderr, 'isatty', lambda: False)())
+
 # %% ../nbs/05_learner.ipynb #37d50f5c
 def _restore(method: Method, ck: dict):
     m = method.model
@@ -659,7 +668,7 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
         _restore(method, ck); res = Result.from_dict(json.loads(ck['result'])); start = ck['phase'] + 1
         res.warnings += warn
         log(f'resumed from {out / "checkpoint.pt"} after phase {ck["phase"]}')
-    if progress is None: progress = not in_test()
+    if progress is None: progress = show_bars()
     n_phases = scenario.n_phases if phases is None else min(phases, scenario.n_phases)
     if progress:
         from tqdm.auto import tqdm

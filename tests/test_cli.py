@@ -1,5 +1,5 @@
 "cil_nb_run end to end, its habits (dashed flags, --version, --set, variants, where results went), and every bad argument: one line on stderr, exit code 2, nothing written."
-import json, subprocess, sys, os
+import json, subprocess, sys, os, re
 from pathlib import Path
 import pytest
 from conftest import console
@@ -112,3 +112,87 @@ def test_bad_arguments_from_the_console_script(tmp_path):
         r = cli('--out', str(tmp_path / 'never'), *args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and msg in r.stderr and r.stdout == '', r.stderr
     assert not (tmp_path / 'never').exists()
+
+def test_help_shows_defaults_and_methods():
+    "--help gives the defaults (--method, --out, --seed) and every method with a line, replay included."
+    h = cli('--help')
+    assert h.returncode == 0, h.stderr
+    flat = ' '.join(h.stdout.split())
+    assert '(default: icarl,finetune)' in flat and '--out OUT output folder (default: runs/cil_nb)' in flat
+    assert '(weights, batches) (default: 0)' in flat
+    methods = h.stdout.split('methods (--method):')[1]
+    for m in ('icarl', 'finetune', 'lucir', 'joint', 'replay', 'genifer'): assert f'\n  {m} ' in methods, m
+    assert 'plain replay' in methods
+    b = subprocess.run([*console('cil_nb_bench', 'cil_nb.benchmark'), '--help'], capture_output=True, text=True, timeout=300)
+    assert '(default: 0,1,2)' in ' '.join(b.stdout.split()) and '(default: finetune,icarl,lucir)' in ' '.join(b.stdout.split())
+
+def test_method_names_in_any_case_and_did_you_mean(tmp_path):
+    r = cli('--method', 'iCaRL', '--dataset', 'synthetic', '--epochs', '1', '--per_class', '2', '--out', str(tmp_path / 'c'))
+    assert r.returncode == 0, r.stderr
+    assert '== icarl (' in r.stdout and (tmp_path / 'c' / 'icarl' / 'results.json').exists()
+    r = cli('--method', 'icral', '--out', str(tmp_path / 'n'))
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and "unknown method 'icral': did you mean icarl?" in r.stderr
+    assert not (tmp_path / 'n').exists()
+
+TINY = ('--dataset', 'digits', '--size', '16', '--epochs', '1', '--memory', '40', '--threads', '1')
+
+def test_piped_output_is_plain_lines(tmp_path):
+    "Sent to a pipe (not under tests, where bars are off anyway): no \\r or escape codes, one line a phase."
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
+    r = subprocess.run([*EXE, '--method', 'icarl', *TINY, '--out', str(tmp_path / 'p')], capture_output=True, text=True,
+                       timeout=600, env={**env, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr
+    for s in (r.stdout, r.stderr): assert '\r' not in s and '\x1b' not in s, s[:500]
+    assert [l[:8] for l in r.stdout.splitlines() if re.match(r'phase \d', l)] == [f'phase {t} ' for t in range(5)]
+
+def test_bars_on_a_terminal(tmp_path):
+    "With stderr on a terminal the phase and epoch bars are drawn there (tqdm's \\r updates), and stdout keeps plain lines."
+    import pty, threading, fcntl, termios, struct
+    master, slave = pty.openpty(); got = []
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 100, 0, 0))   # a terminal 100 columns wide
+    def read():
+        while True:
+            try: b = os.read(master, 4096)
+            except OSError: return
+            if not b: return
+            got.append(b)
+    t = threading.Thread(target=read, daemon=True); t.start()
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}
+    r = subprocess.run([*EXE, '--method', 'finetune', *TINY, '--out', str(tmp_path / 't')], stdout=subprocess.PIPE, stderr=slave,
+                       text=True, timeout=600, env={**env, 'OMP_NUM_THREADS': '1'})
+    os.close(slave); t.join(5); os.close(master)
+    tty = b''.join(got).decode(errors='replace')
+    assert r.returncode == 0, tty[-500:]
+    assert '\r' in tty and 'phase 4' in tty and 'epoch' in tty, tty[-500:]
+    assert '\r' not in r.stdout and r.stdout.count('classes   10') == 1
+
+def test_the_folder_summary_covers_every_run_of_the_scenario(tmp_path):
+    "A second cil_nb_run into the same --out: the top level describes both runs, and says so; another scenario is left out."
+    out = tmp_path / 'o'
+    assert cli('--method', 'icarl,finetune', *TINY, '--out', str(out)).returncode == 0
+    r = cli('--method', 'lucir', *TINY, '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads((out / 'summary.json').read_text())) == {'icarl', 'finetune', 'lucir'}
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith(f'results in {out.absolute()}: lucir/results.json') and 'cover the 3 runs of this scenario in it: finetune, icarl, lucir' in last
+    r = cli('--method', 'joint', *TINY[:-2], '--base', '4', '--out', str(out))   # another scenario (B4): not mixed in
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads((out / 'summary.json').read_text())) == {'joint'}
+    last = r.stdout.strip().splitlines()[-1]
+    assert 'cover the run of this scenario in it: joint' in last and 'left out of them: finetune/ (another scenario)' in last
+
+def test_top_curves_show_every_head_and_plurals(tmp_path):
+    "The top-level curves.png has iCaRL's NME head beside the CNN heads; '1 epoch a phase', not '1 epochs'."
+    from cil_nb.cli import prepare, run_experiments
+    import matplotlib.pyplot as plt
+    ms, sc, dev, o = prepare('icarl,finetune', 'synthetic', per_class=2, epochs=1, device='cpu', out=tmp_path / 'h')
+    lines = []; shown = []
+    orig = plt.Figure.savefig
+    def spy(self, *a, **k):
+        shown.append([l.get_label() for ax in self.axes for l in ax.get_lines()]); return orig(self, *a, **k)
+    plt.Figure.savefig = spy
+    try: run_experiments(ms, sc, dev, o, log=lines.append)
+    finally: plt.Figure.savefig = orig
+    top = shown[-1]
+    assert [l.split(' (')[0] for l in top] == ['icarl cnn', 'icarl nme', 'finetune cnn']
+    assert any('1 epoch a phase' in l for l in lines) and not any('1 epochs' in l for l in lines)

@@ -10,10 +10,14 @@ def test_readme_is_fresh():
 def test_setup_commands():
     blocks = re.findall(r'```sh\n(.*?)```', (root / 'README.md').read_text(), re.S)
     cmds = [l for b in blocks for l in b.splitlines() if l.startswith('pip install')]
-    assert cmds[0] == 'pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu'   # CPU-only torch
+    assert cmds[0] == 'pip install torch==2.14.1 torchvision==0.29.1'   # the build that made the figures (CI's)
     assert cmds[1] == 'pip install -e . && cil_nb_run'
     assert cmds[2].startswith('pip install -e ".[dev]" && ')   # the test command (.ci/run runs it verbatim)
     assert len(cmds) == 3
+    text = ' '.join((root / 'README.md').read_text().split())
+    # which build made the figures, and what is known of the CPU-only one
+    assert 'the CUDA build, running on the CPU' in text and '`torch 2.14.1+cu130`' in text
+    assert '--index-url https://download.pytorch.org/whl/cpu' in text and 'we have not measured it' in text
 
 def quick_start() -> str:
     "The python block of README's 'Python quick start' section."
