@@ -53,7 +53,7 @@ class Config:
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
     selection: str = 'herding'   # 'herding', 'random' or 'closest'
     eval_batch_size: int = 1024
-    precision: str = 'fp32'      # 'auto', 'fp32' or 'bf16' (see `resolve_precision`; bf16 loses accuracy, so not the default)
+    precision: str = 'fp32'      # 'auto', 'fp32' or 'bf16' (see `resolve_precision` and the bf16 section)
     channels_last: bool = True   # channels-last memory layout on CUDA, and on the CPU in bf16
     compile: bool = False        # torch.compile the backbone in `setup` (pays off on long GPU runs)
     bn_refresh: bool = True      # after each phase, re-estimate BatchNorm's running statistics on the phase's images (`reestimate_bn`; not in the papers)
