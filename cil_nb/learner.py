@@ -197,7 +197,10 @@ def reestimate_bn(net: torch.nn.Module, images, prep=lambda x: x, autocast=nullc
     if bns and len(images):
         momenta = [m.momentum for m in bns]
         for m in bns: m.reset_running_stats(); m.momentum = None   # momentum None: a plain average over the batches
-        for xb in images.tensor_split(math.ceil(len(images) / batch_size)):   # equal batches, equally weighted
+        k = math.ceil(len(images) / batch_size); q, r = divmod(len(images), k)   # equal batches, equally weighted (as tensor_split)
+        ends = [i * q + min(i, r) for i in range(k + 1)]
+        for a, b in zip(ends, ends[1:]):
+            xb = images.subset(slice(a, b)).load() if isinstance(images, DiskImages) else images[a:b]   # a disk store reads a batch at a time
             with autocast(): net(prep(xb))
         for m, mo in zip(bns, momenta): m.momentum = mo
     net.train(was)
