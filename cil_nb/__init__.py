@@ -7,20 +7,26 @@ __version__ = "0.0.1"
 __all__ = []
 
 # %% ../nbs/40_api.ipynb #c185293a
-from .core import *
-from .data import *
-from .models import *
-from .metrics import *
-from .memory import *
-from .learner import *
-from .methods.baselines import *
-from .methods.mnemonics import Mnemonics, MnemonicsConfig
-from .methods.aanets import AANets, AANetsConfig, plot_aggregation
-from .methods.class_impression import ClassImpression, CIConfig
-from .methods.genifer import Genifer, GeniferConfig
-from .methods.cim import Foster, FosterConfig, CIM, CIMConfig
-from .benchmark import bench_table, plot_bench_curves, write_bench, phase_pictures, Explorer
-from .cli import run_experiments
+try:
+    from cil_nb.core import *
+    from cil_nb.data import *
+    from cil_nb.models import *
+    from cil_nb.metrics import *
+    from cil_nb.memory import *
+    from cil_nb.learner import *
+    from cil_nb.methods.baselines import *
+    from cil_nb.methods.mnemonics import Mnemonics, MnemonicsConfig
+    from cil_nb.methods.aanets import AANets, AANetsConfig, plot_aggregation
+    from cil_nb.methods.class_impression import ClassImpression, CIConfig
+    from cil_nb.methods.genifer import Genifer, GeniferConfig
+    from cil_nb.methods.cim import Foster, FosterConfig, CIM, CIMConfig
+    from cil_nb.benchmark import bench_table, plot_bench_curves, write_bench, phase_pictures, Explorer
+    from cil_nb.cli import run_experiments
+except KeyboardInterrupt:   # Ctrl-C while torch loads, before a command-line tool's own handler is in place
+    import os as _os, sys as _sys
+    _prog = _os.path.basename(_sys.argv[0]) if _sys.argv else ''
+    if _prog not in ('cil_nb_run', 'cil_nb_bench'): raise
+    print(f'{_prog}: interrupted while starting; nothing was written', file=_sys.stderr); raise SystemExit(130)
 
 # %% ../nbs/40_api.ipynb #39798302
 __all__ = sorted(n for n, v in list(globals().items()) if not n.startswith('_') and type(v).__name__ != 'module')

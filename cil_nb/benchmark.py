@@ -297,6 +297,7 @@ def _parse_seeds(s) -> list:
     except ValueError: raise CILError(f'--seeds must be a comma-separated list of integers, got {s!r}') from None
     check(len(v) > 0, '--seeds must name at least one seed')
     check(len(set(v)) == len(v), f'--seeds must not repeat a seed, got {s!r}')
+    check(all(0 <= x < 2**32 for x in v), f'--seeds must be whole numbers from 0 to {2**32 - 1}, got {s!r}')
     return v
 
 def cil_nb_bench(argv=None, **kw):

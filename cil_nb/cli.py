@@ -54,8 +54,10 @@ def _parse_increment(s):
 def _order_seed(s):
     "`--order_seed`: an integer seed of the shuffle, or `none` (`None`): the classes in their natural order 0..n-1."
     if str(s).strip().lower() == 'none': return None
-    try: return int(s)
+    try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"must be an integer seed or none (the natural order 0..n-1), got {s!r}") from None
+    if not 0 <= v < 2**32: raise argparse.ArgumentTypeError(f'must be a seed from 0 to {2**32 - 1} or none, got {s!r}')
+    return v
 
 def _check_writable(out: Path):
     "Refuse an --out that cannot be created or written, leaving nothing behind."
@@ -133,6 +135,8 @@ def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, in
     check(eval in ('test', 'val'), f"--eval must be 'test' or 'val', got {eval!r}")
     check(train_per_class is None or train_per_class > 0, f'--train_per_class must be > 0, got {train_per_class}')
     check(pad_to is None or pad_to > 0, f'--pad_to must be a number of pixels > 0, got {pad_to}')
+    check(0 <= seed < 2**32, f'--seed must be a whole number from 0 to {2**32 - 1}, got {seed}')
+    check(str(out).strip() != '', "--out must name a folder, got an empty string: give a path such as --out runs/cil_nb")
     methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, precision or None, settings) for n in names]
     labels = [m.label for m in methods]
     check(len(set(labels)) == len(labels), f'--method names {sorted({l for l in labels if labels.count(l) > 1})} twice: name each method or variant once')
@@ -199,12 +203,14 @@ def check_out(folders: dict, resume: bool = False, overwrite: bool = False):
     held = [k for k, s in states.items() if s]
     if not resume and not overwrite and held:
         k = held[0]
+        how = ('continue with --resume, start' if (folders[k] / 'checkpoint.pt').exists() else
+               'it has no checkpoint.pt to continue from: start')   # results alone cannot be resumed
         raise CILError(f'{folders[k]} already holds {states[k]}' + (f' (and {len(held) - 1} more run folder(s) do too)' if len(held) > 1 else '')
-                       + ': continue with --resume, start again with --overwrite, or choose another --out')
+                       + f': {how} again with --overwrite, or choose another --out')
     if resume:
         ck = {k: (f / 'checkpoint.pt').exists() for k, f in folders.items()}
         check(any(ck.values()), f'nothing to resume: no checkpoint.pt in {", ".join(str(f) for f in folders.values())}; '
-              f'run without --resume to start')
+              + ('start again with --overwrite' if held else 'run without --resume to start'))
         lost = [k for k in held if not ck[k]]
         if lost: raise CILError(f'{folders[lost[0]]} holds results.json but no checkpoint.pt, so it cannot be resumed: start it again with --overwrite')
     return states

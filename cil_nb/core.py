@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #4a9505c0
 from __future__ import annotations
-import os, random, json, tempfile, io
+import os, random, json, tempfile, io, fcntl
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['in_test', 'CILError', 'check', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'file_mode',
-           'atomic_write', 'atomic_save', 'atomic_write_text', 'atomic_write_json', 'clean_tmp', 'RunLock',
+__all__ = ['TMP_SUFFIX', 'in_test', 'CILError', 'check', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
+           'file_mode', 'atomic_write', 'atomic_save', 'atomic_write_text', 'atomic_write_json', 'clean_tmp', 'RunLock',
            'world_size', 'rank', 'local_rank', 'is_distributed', 'is_main', 'init_distributed', 'close_distributed',
            'broadcast_object', 'on_main', 'broadcast_module', 'all_sum']
 
@@ -63,6 +63,8 @@ def get_device(device: str | torch.device = 'auto') -> torch.device:
     return d
 
 # %% ../nbs/00_core.ipynb #57cddc68
+TMP_SUFFIX = '.cil_nb.tmp'   # `.<name>.<random>.cil_nb.tmp`: what `clean_tmp` may remove, and nothing else
+
 def file_mode() -> int:
     "The mode new files get under the current umask (0o666 & ~umask): what `open` gives, unlike `mkstemp`'s 0o600."
     m = os.umask(0); os.umask(m)
@@ -71,7 +73,7 @@ def file_mode() -> int:
 def atomic_write(path, write_fn, mode='wb'):
     "Call `write_fn(f)` on a temporary file next to `path`, then rename it over `path` (mode from the umask)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, mode) as f:
             write_fn(f); f.flush(); os.fsync(f.fileno())
@@ -84,8 +86,9 @@ def atomic_write(path, write_fn, mode='wb'):
     return path
 
 def atomic_save(obj, path):
-    "`torch.save` that never leaves a half-written file."
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    "`torch.save` that never leaves a half-written file (serialised in memory first: a full disk is then an `OSError`)."
+    buf = io.BytesIO(); torch.save(obj, buf)   # torch's zip writer would turn ENOSPC into a RuntimeError
+    return atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 def atomic_write_text(text: str, path):
     "Write text atomically."
@@ -95,59 +98,50 @@ def atomic_write_json(obj, path, **kw):
     "Write JSON atomically (indented, keys in insertion order)."
     return atomic_write_text(json.dumps(obj, indent=1, **kw), path)
 
-def clean_tmp(folder) -> list:
-    "Remove the temporary files (`.<name>.<random>.tmp`) that `atomic_write` leaves when its process is killed."
+def clean_tmp(folder, subfolders=('pictures',)) -> list:
+    "Remove the temporary files `atomic_write` leaves when its process is killed (its own names only), here and in `subfolders`."
     folder = Path(folder)
     if not folder.is_dir(): return []
-    gone = sorted(p for p in folder.glob('.*.tmp') if p.is_file())
+    gone = sorted(p for d in ('.', *subfolders) for p in (folder / d).glob(f'.*{TMP_SUFFIX}') if p.is_file())
     for p in gone: p.unlink(missing_ok=True)
     return gone
 
 # %% ../nbs/00_core.ipynb #a2267d39
-def _proc_start(pid: int):
-    "Start time of process `pid` in clock ticks since boot (Linux), or None where /proc cannot tell."
-    try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
-    except (OSError, ValueError, IndexError): return None
-
-def _alive(pid: int, start=None) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: pass          # exists, owned by someone else
-    return start is None or _proc_start(pid) in (None, start)
-
 class RunLock:
-    "`with RunLock(folder):` hold `folder/.lock` while a run writes there; refuse a live holder, take over a stale lock."
+    """`with RunLock(folder):` hold `folder/.lock` while a run writes there, refusing a second holder. The lock is the
+    kernel's (`flock`): it goes with its process, however that ends, so a lock left by a killed run is free."""
     def __init__(self, folder, what: str = 'folder'):
-        self.folder, self.what = Path(folder), what
+        self.folder, self.what, self.fd = Path(folder), what, None
         self.path = self.folder / '.lock'
     def holder(self):
-        "(pid, start) of the current holder, or None when there is no lock or it is unreadable."
-        try: pid, start = (self.path.read_text().split() + ['-'])[:2]; return int(pid), (None if start == '-' else int(start))
-        except (OSError, ValueError): return None
+        "(pid, None) of the process that last took the lock, as its file says, or None when there is none or it is unreadable."
+        try: return int(self.path.read_text().split()[0]), None
+        except (OSError, ValueError, IndexError): return None
     def acquire(self):
         self.made = not self.folder.exists()   # a folder made only to hold the lock goes again if nothing was written
         self.folder.mkdir(parents=True, exist_ok=True)
-        me = f'{os.getpid()} {_proc_start(os.getpid()) if _proc_start(os.getpid()) is not None else "-"}\n'
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
-                with os.fdopen(fd, 'w') as f: f.write(me)
-                return self
-            except FileExistsError:
-                h = self.holder()
-                if h is not None and _alive(*h):
-                    raise CILError(f'{self.what} {self.folder} is in use by another run (pid {h[0]}): wait for it to end, '
-                                   f'or choose another --out') from None
-                self.path.unlink(missing_ok=True)   # stale (its process is gone) or unreadable: take it over
+        for _ in range(20):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, file_mode())
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd); h = self.holder()
+                raise CILError(f'{self.what} {self.folder} is in use by another run (pid {h[0] if h else "unknown"}): '
+                               f'wait for it to end, or choose another --out') from None
+            try: same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError: same = False
+            if not same: os.close(fd); continue    # its holder removed the file as we opened it: lock the new one
+            os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode()); self.fd = fd
+            return self
         raise CILError(f'could not lock {self.folder} (another run keeps taking it): choose another --out')
     def release(self):
-        h = self.holder()
-        if h is not None and h[0] == os.getpid(): self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True); os.close(self.fd); self.fd = None   # unlinked while held: no one locks a stale file
         if getattr(self, 'made', False):
             try: self.folder.rmdir()
             except OSError: pass                # not empty: the run wrote something
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
+
 
 # %% ../nbs/00_core.ipynb #3759ec92
 import torch.distributed as tdist

@@ -18,10 +18,11 @@ from .core import *
 __all__ = ['CHUNKED_STATS_ABOVE', 'VAL_FRAC', 'FASHION_CLASSES', 'FASHION_FILES', 'FASHION_SYSTEM_DIR', 'IMAGE_EXTENSIONS',
            'FOLDER_CACHE_VERSION', 'DATASETS', 'DIGITS_SIZE', 'CILData', 'to_nchw_uint8', 'resize_images',
            'stratified_split', 'carve_val', 'load_digits_data', 'load_mnist5k', 'make_synthetic', 'medmnist_flags',
-           'load_medmnist', 'default_root', 'load_cifar', 'read_idx', 'write_idx', 'load_fashion_mnist', 'cache_root',
-           'ram_limit_mb', 'load_limit_mb', 'DiskImages', 'load_folder', 'from_arrays', 'make_image_folder',
-           'per_class_subset', 'load_dataset', 'show_images', 'show_data', 'class_order', 'Phase', 'Scenario',
-           'resized_crop_boxes', 'crop_resize', 'Augment', 'Batches']
+           'check_medmnist_file', 'load_medmnist', 'default_root', 'load_cifar', 'read_idx', 'write_idx',
+           'load_fashion_mnist', 'cache_root', 'ram_limit_mb', 'load_limit_mb', 'DiskImages', 'load_folder',
+           'from_arrays', 'make_image_folder', 'per_class_subset', 'free_memory_bytes', 'check_fits_memory',
+           'load_dataset', 'show_images', 'show_data', 'class_order', 'Phase', 'Scenario', 'resized_crop_boxes',
+           'crop_resize', 'Augment', 'Batches']
 
 # %% ../nbs/01_data.ipynb #9a82b170
 CHUNKED_STATS_ABOVE = 2**28   # pixels (CIFAR's 45,000 training images have 138 M): `mean_std` of a bigger training set in memory sums chunks (float64) instead of copying it to float
@@ -183,6 +184,22 @@ def medmnist_flags() -> list:
     from medmnist import INFO
     return sorted(k for k, v in INFO.items() if v['task'] == 'multi-class' and not k.endswith('3d'))
 
+def check_medmnist_file(path, n_classes: int):
+    "Refuse, in one line, a MedMNIST `.npz` that is not the official layout: six arrays, N x H x W (x 3) uint8 images, labels < `n_classes`."
+    bad = lambda why: CILError(f'MedMNIST file {path} {why}: download it again (--download, after deleting it)')
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = {f'{s}_{k}' for s in ('train', 'val', 'test') for k in ('images', 'labels')}
+            if not keys <= set(z.files): raise bad(f'lacks {", ".join(sorted(keys - set(z.files)))}')
+            for s in ('train', 'val', 'test'):
+                x, y = z[f'{s}_images'], z[f'{s}_labels']
+                if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] != 3) or x.shape[1] != x.shape[2]:
+                    raise bad(f'holds {s} images of shape {x.shape} and type {x.dtype}: expected N x H x W (x 3) uint8')
+                if len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y.size and not 0 <= y.min() <= y.max() < n_classes):
+                    raise bad(f'holds {s} labels that do not fit its {len(x)} images and {n_classes} classes')
+    except CILError: raise
+    except Exception as e: raise bad(f'cannot be read ({type(e).__name__}: {str(e)[:80]})') from None
+
 def load_medmnist(flag: str, root=None, download: bool = False, size: int | None = None) -> CILData:
     "A 2D multi-class MedMNIST subset with its official splits, through medmnist's dataset class."
     import medmnist
@@ -197,6 +214,7 @@ def load_medmnist(flag: str, root=None, download: bool = False, size: int | None
     elif not fname.exists():
         raise CILError(f"MedMNIST file {fname} not found: pass download=True (cil_nb_run --download) to let medmnist fetch it "
                        f"from {info['url' + sflag]}, or download {fname.name} from there yourself and put it in {root} (set root= / --root)")
+    if fname.exists(): check_medmnist_file(fname, len(info['label']))   # one line for a damaged file, not medmnist's traceback
     cls = getattr(medmnist, info['python_class'])
     parts = {s: cls(split=s, root=str(root), download=download and s == 'train', size=None if msize == 28 else msize) for s in ('train', 'val', 'test')}
     xy = {s: (to_nchw_uint8(d.imgs), torch.as_tensor(np.asarray(d.labels)).reshape(-1).long()) for s, d in parts.items()}
@@ -270,9 +288,11 @@ def _fashion_files(folder: Path):
     return None
 
 def load_fashion_mnist(root=None, download: bool = False) -> CILData:
-    "Fashion-MNIST from its official idx files (60,000/10,000 split, 10% of train to val): `root`, Debian's copy, or a download."
+    "Fashion-MNIST from its official idx files (60,000/10,000 split, 10% of train to val): `root` if given, else the default root or Debian's copy; or a download."
     first = Path(os.path.expanduser(root)) if root else default_root()
-    found = _fashion_files(first) or _fashion_files(FASHION_SYSTEM_DIR)
+    check(not root or first.is_dir() or download, f'--root {root} is not a folder: give the folder that holds the Fashion-MNIST '
+          f'files, or leave --root out to use {default_root()} or {FASHION_SYSTEM_DIR}')
+    found = _fashion_files(first) if root else (_fashion_files(first) or _fashion_files(FASHION_SYSTEM_DIR))   # a root given is the only place
     if found is None and download:
         import torchvision
         try: torchvision.datasets.FashionMNIST(str(first), train=True, download=True)
@@ -291,7 +311,8 @@ def load_fashion_mnist(root=None, download: bool = False) -> CILData:
         x, y = a[f'{s}_x'], a[f'{s}_y']
         check(x.shape[1:] == (28, 28) and len(x) == len(y), f'Fashion-MNIST {s} files do not match: images {x.shape}, labels {y.shape} '
               f'(expected N x 28 x 28 and N) in {found[s + "_x"].parent}')
-        check(y.max(initial=0) < 10, f'Fashion-MNIST {s} labels go up to {y.max()}: expected 0..9 in {found[s + "_y"]}')
+        check(len(y) > 0, f'Fashion-MNIST {s} files in {found[s + "_x"].parent} hold no images: put the official files there')
+        check(y.max() < 10, f'Fashion-MNIST {s} labels go up to {y.max()}: expected 0..9 in {found[s + "_y"]}')
     t = lambda k: torch.as_tensor(a[k].astype(np.int64))
     d = CILData('fashion-mnist', to_nchw_uint8(a['train_x']), t('train_y'), to_nchw_uint8(a['test_x']), t('test_y'), list(FASHION_CLASSES),
                 flip=True, note=f'Fashion-MNIST idx files in {found["train_x"].parent}; official {len(a["train_y"]):,}/{len(a["test_y"]):,} train/test split')
@@ -503,6 +524,8 @@ def _open(p):
     from PIL import Image, UnidentifiedImageError
     try: return Image.open(p)
     except (OSError, UnidentifiedImageError) as e: raise CILError(f'cannot read image {p}: {e}') from None
+    except Image.DecompressionBombError as e:
+        raise CILError(f'image {p} is too large to decode safely ({e}): shrink it or take it out of the folder') from None
 
 def _head(p):
     with _open(p) as im: return im.mode, im.size
@@ -695,6 +718,17 @@ def per_class_subset(d: CILData, n_train: int, n_test: int | None = None, n_clas
 DATASETS = ['digits', 'mnist5k', 'fashion-mnist', 'synthetic', 'cifar10', 'cifar100', 'medmnist:<flag>', 'folder:<path>']
 DIGITS_SIZE = 16   # digits (8x8) are up-sampled to this without a size: ci_net, the default backbone, needs at least 13 px
 
+def free_memory_bytes() -> int | None:
+    "The memory this machine can still give (Linux: MemAvailable), or None where it cannot tell."
+    try: return next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration, ValueError, IndexError): return None
+
+def check_fits_memory(n_bytes: int, what: str):
+    "Refuse, in one line, to build `n_bytes` of images that the machine's free memory cannot hold."
+    free = free_memory_bytes()
+    check(free is None or n_bytes <= free, f'{what} needs {n_bytes / 2**30:.1f} GiB for its images, more than the '
+          f'{(free or 0) / 2**30:.1f} GiB of memory free here: choose a smaller size')
+
 def load_dataset(name: str, root=None, download: bool = False, size: int | None = None, eval_split: str = 'test') -> CILData:
     "Load a data set by name (see `DATASETS`), optionally resized to `size` x `size`, evaluated on `eval_split` ('test' or 'val')."
     check(size is None or (isinstance(size, int) and size >= 4), f'size must be an integer of at least 4 pixels, got {size!r}')
@@ -712,6 +746,7 @@ def load_dataset(name: str, root=None, download: bool = False, size: int | None 
         size, how = DIGITS_SIZE, f'{d.size[0]}x{d.size[1]} up-sampled to {DIGITS_SIZE}x{DIGITS_SIZE} so the default backbone fits'
     else: how = f'resized to {size}x{size}'
     if size is not None and d.size != (size, size):
+        check_fits_memory(sum(len(getattr(d, f'{s}_x')) for s in d.split_names) * d.channels * size * size, f'--size {size} on {name}')
         for s in d.split_names: setattr(d, f'{s}_x', resize_images(getattr(d, f'{s}_x'), size))
         d.note += f'; {how}'
     return d.with_eval(eval_split)

@@ -20,11 +20,11 @@ from .metrics import *
 from .memory import *
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'RUN_FILES', 'Config', 'parse_settings', 'make_schedule',
-           'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'Method', 'register', 'get_method',
+__all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'CKPT_TYPES', 'RUN_FILES', 'Config', 'parse_settings',
+           'make_schedule', 'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'Method', 'register', 'get_method',
            'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result',
            'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint', 'load_checkpoint', 'show_bars',
-           'run_folder_state', 'run']
+           'run_folder_state', 'check_finite_loss', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -100,11 +100,14 @@ class Config:
             out[k] = _parse_value(k, v, names[k].type) if isinstance(v, str) else v
             if k in ch and out[k] not in ch[k] and out[k] is not None:
                 raise CILError(f'{k}={v} is not allowed: use one of {", ".join(ch[k])}')
+            check(not isinstance(out[k], float) or math.isfinite(out[k]), f'{k}={v} is not a finite number')
             check(k not in _POSITIVE or (out[k] is not None and out[k] > 0), f'{k} must be > 0, got {v}')
+            check(k not in _NONNEGATIVE or out[k] is None or out[k] >= 0, f'{k} must be >= 0, got {v}')
         return self.replace(**out)
 
 # %% ../nbs/05_learner.ipynb #53f2744b
-_POSITIVE = {'epochs', 'batch_size', 'eval_batch_size', 'lr'}
+_POSITIVE = {'epochs', 'batch_size', 'eval_batch_size', 'lr', 'T'}
+_NONNEGATIVE = {'weight_decay', 'momentum', 'gamma', 'pad', 'cutout_size', 'brightness', 'color_jitter', 'base_lr'}
 
 def parse_settings(spec) -> dict:
     "`'a=1,b=x'` or `['a=1', 'b=x,y']` -> `{'a': '1', 'b': 'x,y'}` (text values; a piece without `=` continues the last)."
@@ -380,8 +383,8 @@ class Method:
         return {'memory': self.memory.state_dict() if self.uses_memory else None,
                 'means': self.means}
     def load_extra_state(self, st: dict):
-        if st.get('memory') is not None: self.memory.load_state_dict(st['memory'], self.device)
-        self.means = st.get('means')
+        if self.uses_memory: self.memory.load_state_dict(st['memory'], self.device)
+        self.means = st['means']
     def __repr__(self): return f'{type(self).__name__}({self.cfg})'
 
 # %% ../nbs/05_learner.ipynb #43554cd3
@@ -483,12 +486,13 @@ class Result:
         return d
     @classmethod
     def from_dict(cls, d: dict) -> 'Result':
+        if not isinstance(d, dict): raise TypeError(f'a results file holds a JSON object, not {type(d).__name__}')
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         return cls(**{**d, 'metrics': CILMetrics.from_dict(d['metrics'])})
     def save(self, path):
-        "Write as JSON, atomically."
-        return atomic_write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default), path)
+        "Write as JSON, atomically (a value that is not finite, such as a diverged loss, is written as null)."
+        return atomic_write_text(json.dumps(_finite(self.to_dict()), indent=1, allow_nan=False, default=_json_default), path)
     @classmethod
     def load(cls, path):
         p = Path(path)
@@ -509,6 +513,13 @@ class Result:
         return f'{self.method} on {self.dataset}: ' + ' | '.join(parts) + f' ({sum(self.phase_seconds):.1f} s)'
     def _repr_markdown_(self): return f'**{self.summary_line()}**\n\n```\n{self.table()}\n```'
 
+def _finite(o):
+    "`o` with every float that is not finite (nan, inf) replaced by None: strict JSON."
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
+    return o
+
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return None if np.isnan(o) else float(o)
@@ -520,6 +531,9 @@ def _json_default(o):
 CKPT_VERSION = 2
 CKPT_KEYS = ('method', 'config', 'phase', 'order', 'phase_sizes', 'dataset', 'seed', 'head_sizes', 'old_head_sizes',
              'model', 'old_model', 'extra', 'rng', 'result', 'data', 'runtime')
+CKPT_TYPES = {'method': str, 'config': dict, 'phase': int, 'order': list, 'phase_sizes': list, 'dataset': str, 'seed': int,
+              'head_sizes': list, 'old_head_sizes': (list, type(None)), 'model': dict, 'old_model': (dict, type(None)),
+              'rng': dict, 'result': str, 'data': dict, 'runtime': dict}
 
 def _sha(t: torch.Tensor) -> str: return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
@@ -579,6 +593,11 @@ def load_checkpoint(path) -> dict:
     except Exception as e: raise bad(f'is corrupt ({type(e).__name__}: {str(e)[:80]})') from None
     missing = [k for k in CKPT_KEYS if not isinstance(p, dict) or k not in p]
     if missing: raise bad(f'lacks {", ".join(missing)}')
+    wrong = [k for k, t in CKPT_TYPES.items() if not isinstance(p[k], t) or isinstance(p[k], bool)]
+    if wrong: raise bad(f'holds values of the wrong type ({", ".join(f"{k}: {type(p[k]).__name__}" for k in wrong)})')
+    sizes = p['head_sizes'] + (p['old_head_sizes'] or []) + p['phase_sizes'] + p['order']
+    if not all(isinstance(s, int) and s >= 0 for s in sizes) or not 0 <= p['phase'] < len(p['phase_sizes']):
+        raise bad(f'holds sizes or a phase out of range (phase {p["phase"]} of {len(p["phase_sizes"])}, heads {p["head_sizes"]})')
     return p
 
 def _check_matches(ck: dict, method: Method, sc: Scenario, seed: int, path, rt: dict, log=print) -> list:
@@ -643,14 +662,27 @@ def _prepare_folder(out: Path, resume: bool, overwrite: bool, log=print):
     elif overwrite:
         for f in RUN_FILES: (out / f).unlink(missing_ok=True)
         for f in (out / 'pictures').glob('phase*_*.png'): f.unlink()
+    elif state is not None and not (out / 'checkpoint.pt').exists():   # results without the checkpoint: nothing to continue
+        raise CILError(f'{out} holds the results.json of {state} but no checkpoint.pt to continue from: start again with '
+                       f'--overwrite (overwrite=True), or choose another --out')
     else:
         check(state is None, f'{out} already holds {state}: continue it with --resume (resume=True), start again with '
               f'--overwrite (overwrite=True), or choose another --out')
+
+def check_finite_loss(method, p: Phase, ep: int, h: dict):
+    "Stop a run whose loss is no longer finite after epoch `ep` of phase `p`: one line saying where, and what to lower."
+    bad = {k: v for k, v in h.items() if not math.isfinite(v)}
+    if not bad: return
+    lr = method.cfg.base_lr if p.t == 0 and method.cfg.base_lr is not None else method.cfg.lr
+    raise CILError(f'training diverged in phase {p.t}, epoch {ep + 1} ({", ".join(f"{k} {v}" for k, v in bad.items())}): '
+                   f'lower the learning rate (--set lr=..., now {lr:g}) or undo the --set value that caused it, then start '
+                   f'again with --overwrite')
 
 def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=None, resume: bool = False,
         overwrite: bool = False, log=print, progress: bool | None = None, phases: int | None = None) -> Result:
     "Run `method` through every phase of `scenario` (or the first `phases`); see the notebook for the steps."
     device = get_device(device); out = Path(out) if out is not None else None
+    check(isinstance(seed, int) and 0 <= seed < 2**32, f'seed must be a whole number from 0 to {2**32 - 1}, got {seed}')
     check(out is not None or not resume, 'resume needs the output folder (out=/--out) that holds checkpoint.pt')
     if is_distributed(): device, resume, log, progress = dist_setup(method, device, resume, log, progress)
     if out is None: return _run(method, scenario, device, seed, None, False, log, progress, phases)
@@ -668,7 +700,10 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
     if resume:
         ck = on_main(load_checkpoint, out / 'checkpoint.pt')   # under torchrun: read by process 0, handed to all
         warn = on_main(_check_matches, ck, method, scenario, seed, out / 'checkpoint.pt', rt, log)
-        _restore(method, ck); res = Result.from_dict(json.loads(ck['result'])); start = ck['phase'] + 1
+        try: _restore(method, ck); res = Result.from_dict(json.loads(ck['result'])); start = ck['phase'] + 1
+        except Exception as e:   # a checkpoint whose checksum holds, with contents this method's model cannot take
+            raise CILError(f'checkpoint {out / "checkpoint.pt"} does not fit this run ({type(e).__name__}: {" ".join(str(e).split())[:100]}): '
+                           f'start again with --overwrite, or choose another --out') from None
         res.warnings += warn
         log(f'resumed from {out / "checkpoint.pt"} after phase {ck["phase"]}')
     if progress is None: progress = show_bars()
@@ -681,7 +716,10 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
         p = scenario[t]; t0 = time.perf_counter()
         method.before_phase(p)
         bar = tqdm(total=method.epochs(p), desc=f'phase {t}', unit='epoch', leave=False) if progress else None
-        fit = method.fit_phase(p, (lambda ep, h: (bar.update(1), bar.set_postfix({k: f'{v:.3f}' for k, v in h.items()}))) if bar else None)
+        def after_epoch(ep, h, p=p):
+            check_finite_loss(method, p, ep, h)
+            if bar: bar.update(1); bar.set_postfix({k: f'{v:.3f}' for k, v in h.items()})
+        fit = method.fit_phase(p, after_epoch)
         if bar: bar.close()
         method.refresh_bn(p)   # BatchNorm statistics that match the final weights, before anything uses the model
         if method.cuda: torch.cuda.synchronize(device)

@@ -90,11 +90,13 @@ def test_fashion_mnist_torchvision_layout_and_default_root(no_system_copy):
 def test_fashion_mnist_system_copy(no_system_copy, monkeypatch):
     _write_fashion(no_system_copy / 'usr-share', 20, 10)
     monkeypatch.setattr(cd, 'FASHION_SYSTEM_DIR', no_system_copy / 'usr-share')
-    d = load_dataset('fashion-mnist', root=no_system_copy / 'empty')
+    d = load_dataset('fashion-mnist')                       # no root given: the default root (empty), then Debian's copy
     assert len(d.test_y) == 10 and 'usr-share' in d.note
+    (no_system_copy / 'empty').mkdir()                       # a root given is the only place looked in
+    with pytest.raises(CILError, match='Fashion-MNIST files not found in .*empty'): load_dataset('fashion-mnist', root=no_system_copy / 'empty')
 
 def test_fashion_mnist_errors(no_system_copy):
-    root = no_system_copy / 'fm'
+    root = no_system_copy / 'fm'; root.mkdir()
     with pytest.raises(CILError) as e: load_dataset('fashion-mnist', root=root)
     msg = str(e.value)
     assert 'apt-get install dataset-fashion-mnist' in msg and '--download' in msg and '\n' not in msg

@@ -93,7 +93,7 @@ def test_refuse_overwrite_resume_and_stale_results(tmp_path, inproc):
     (f / 'results.json').unlink()                                      # a deleted results.json is recreated by --resume
     assert inproc(*RUN, '--out', str(out), '--resume').returncode == 0
     assert json.loads((f / 'results.json').read_text())['metrics'] == done['metrics']
-    (f / '.results.json.x1y2z3.tmp').write_text('{"half": ')          # left by a write that was killed
+    (f / '.results.json.x1y2z3.cil_nb.tmp').write_text('{"half": ')          # left by a write that was killed
     r = inproc(*RUN, '--out', str(out), '--overwrite')
     assert r.returncode == 0 and phases(f) == 5 and not list(f.glob('.*.tmp')), r.stderr
     one_line(inproc(*RUN, '--out', str(tmp_path / 'empty'), '--resume'), 2, 'nothing to resume')
