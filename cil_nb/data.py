@@ -94,6 +94,7 @@ def to_nchw_uint8(x) -> torch.Tensor:
 def resize_images(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
     "Resize uint8 N x C x H x W images to size x size (antialiased bilinear)."
     if x.shape[-1] == size and x.shape[-2] == size: return x
+    chunk = max(1, min(chunk, 2**28 // (x.shape[1] * size * size * 4)))   # at most 256 MiB of float output at a time
     out = [F.interpolate(c.float(), size=(size, size), mode='bilinear', antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
            for c in x.split(chunk)]
     return torch.cat(out) if out else x.new_zeros(0, x.shape[1], size, size)
@@ -724,10 +725,10 @@ def free_memory_bytes() -> int | None:
     except (OSError, StopIteration, ValueError, IndexError): return None
 
 def check_fits_memory(n_bytes: int, what: str):
-    "Refuse, in one line, to build `n_bytes` of images that the machine's free memory cannot hold."
-    free = free_memory_bytes()
-    check(free is None or n_bytes <= free, f'{what} needs {n_bytes / 2**30:.1f} GiB for its images, more than the '
-          f'{(free or 0) / 2**30:.1f} GiB of memory free here: choose a smaller size')
+    "Refuse, in one line, to build `n_bytes` of images that would fill more than half the machine's free memory."
+    free = free_memory_bytes()   # half of it at most: training needs room beside the images
+    check(free is None or 2 * n_bytes <= free, f'{what} needs {n_bytes / 2**30:.1f} GiB for its images, more than half the '
+          f'{(free or 0) / 2**30:.1f} GiB of memory free here (training needs the rest): choose a smaller size')
 
 def load_dataset(name: str, root=None, download: bool = False, size: int | None = None, eval_split: str = 'test') -> CILData:
     "Load a data set by name (see `DATASETS`), optionally resized to `size` x `size`, evaluated on `eval_split` ('test' or 'val')."
