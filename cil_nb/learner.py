@@ -24,7 +24,7 @@ __all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'CKPT_TYPES', '
            'make_schedule', 'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'Method', 'register', 'get_method',
            'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result',
            'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint', 'load_checkpoint', 'show_bars',
-           'run_folder_state', 'check_finite_loss', 'run']
+           'Callback', 'run_folder_state', 'check_finite_loss', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -625,6 +625,17 @@ def show_bars() -> bool:
     if ip is not None and type(ip).__name__ == 'ZMQInteractiveShell': return True
     return bool(getattr(sys.stderr, 'isatty', lambda: False)())
 
+# %% ../nbs/05_learner.ipynb #c0a11b02
+class Callback:
+    "Hooks `run` calls at its events; a subclass overrides those it needs (see the text above)."
+    def before_phase(self, method, p): pass
+    def after_epoch(self, method, p, epoch: int, history: dict): pass
+    def after_phase(self, method, p, result): pass
+
+def _callbacks(method, callbacks) -> list:
+    "The method's own callbacks (`method.callbacks`), then those given to `run`."
+    return [*getattr(method, 'callbacks', []), *(callbacks or [])]
+
 # %% ../nbs/05_learner.ipynb #37d50f5c
 def _restore(method: Method, ck: dict):
     m = method.model
@@ -679,18 +690,19 @@ def check_finite_loss(method, p: Phase, ep: int, h: dict):
                    f'again with --overwrite')
 
 def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=None, resume: bool = False,
-        overwrite: bool = False, log=print, progress: bool | None = None, phases: int | None = None) -> Result:
+        overwrite: bool = False, log=print, progress: bool | None = None, phases: int | None = None, callbacks=()) -> Result:
     "Run `method` through every phase of `scenario` (or the first `phases`); see the notebook for the steps."
     device = get_device(device); out = Path(out) if out is not None else None
     check(isinstance(seed, int) and 0 <= seed < 2**32, f'seed must be a whole number from 0 to {2**32 - 1}, got {seed}')
     check(out is not None or not resume, 'resume needs the output folder (out=/--out) that holds checkpoint.pt')
     if is_distributed(): device, resume, log, progress = dist_setup(method, device, resume, log, progress)
-    if out is None: return _run(method, scenario, device, seed, None, False, log, progress, phases)
+    cbs = _callbacks(method, callbacks)
+    if out is None: return _run(method, scenario, device, seed, None, False, log, progress, phases, cbs)
     with (RunLock(out, 'run folder') if is_main() else nullcontext()):   # under torchrun process 0 alone locks and writes
         on_main(_prepare_folder, out, resume, overwrite, log)
-        return _run(method, scenario, device, seed, out, resume, log, progress, phases)
+        return _run(method, scenario, device, seed, out, resume, log, progress, phases, cbs)
 
-def _run(method, scenario, device, seed, out, resume, log, progress, phases):
+def _run(method, scenario, device, seed, out, resume, log, progress, phases, cbs=()):
     seed_everything(seed); method.setup(scenario, device, seed)
     rt = runtime_info(method)
     res = Result(method.name, scenario.data.name, method.cfg.to_dict(), list(scenario.order), list(scenario.phase_sizes),
@@ -715,10 +727,12 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
     for t in range(start, n_phases):
         p = scenario[t]; t0 = time.perf_counter()
         method.before_phase(p)
+        for cb in cbs: cb.before_phase(method, p)
         bar = tqdm(total=method.epochs(p), desc=f'phase {t}', unit='epoch', leave=False) if progress else None
         def after_epoch(ep, h, p=p):
             check_finite_loss(method, p, ep, h)
             if bar: bar.update(1); bar.set_postfix({k: f'{v:.3f}' for k, v in h.items()})
+            for cb in cbs: cb.after_epoch(method, p, ep, h)
         fit = method.fit_phase(p, after_epoch)
         if bar: bar.close()
         method.refresh_bn(p)   # BatchNorm statistics that match the final weights, before anything uses the model
@@ -734,6 +748,7 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases):
         res.phase_seconds.append(dt); res.train_seconds.append(t_train)
         res.images_per_second.append(fit['images'] / max(t_train, 1e-9)); res.history.append(fit['history'])
         res.extras = method.record(res.extras, p)
+        for cb in cbs: cb.after_phase(method, p, res)
         accs = '  '.join(f'{h} {res.metrics.acc(h)[t]:6.2f}' for h in res.metrics.heads)
         last = fit['history'][-1] if fit['history'] else {}
         log(f'phase {t}  classes {p.n_seen:>4}  {accs}  {dt:6.1f} s  {res.images_per_second[-1]:7.0f} img/s  '

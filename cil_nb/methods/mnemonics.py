@@ -22,7 +22,7 @@ from .baselines import *
 __all__ = ['OBJECTIVES', 'V1_INNER_LR', 'V1_BETAS', 'KINDS', 'MnemonicsConfig', 'split_params', 'inner_adapt', 'pieces',
            'loss_and_grad', 'reverse_sweep', 'hypergradient', 'optimise_pixels', 'query_sampler', 'bilevel_objective',
            'released_objective', 'slots', 'v1_adapt', 'v1_objective', 'split_halves', 'Mnemonics', 'tsne_snapshot',
-           'tsne_watch', 'plot_mnemonics_tsne']
+           'TSNEWatch', 'tsne_watch', 'plot_mnemonics_tsne']
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #1806fca7
 OBJECTIVES = ('bilevel', 'v1', 'released')
@@ -363,15 +363,17 @@ def tsne_snapshot(method, classes=None, n_classes: int = 5, max_per_class: int =
                    torch.cat([torch.full((len(x),), c) for x, c in xs if len(x)]) if fs else torch.zeros(0, dtype=torch.long))
     return snap
 
+class TSNEWatch(Callback):
+    "After each phase in `phases` (negative: from the end), a `tsne_snapshot(method, **kw)` into `method.tsne_snapshots`, of the first one's classes."
+    def __init__(self, phases, **kw): self.phases, self.kw = phases, kw
+    def after_phase(self, method, p, result):
+        if p.t not in {t % len(method.sc) for t in self.phases}: return
+        if method.tsne_snapshots: self.kw['classes'] = method.tsne_snapshots[0]['classes']
+        method.tsne_snapshots.append(tsne_snapshot(method, phase=p.t, **self.kw))
+
 def tsne_watch(method, phases, **kw):
-    "Make `method` keep a `tsne_snapshot(method, **kw)` after each phase in `phases`, all of the first one's classes, in `method.tsne_snapshots`."
-    method.tsne_snapshots, record = [], method.record
-    def watched(extras, p):
-        if p.t in {t % len(method.sc) for t in phases}:
-            if method.tsne_snapshots: kw['classes'] = method.tsne_snapshots[0]['classes']
-            method.tsne_snapshots.append(tsne_snapshot(method, phase=p.t, **kw))
-        return record(extras, p)
-    method.record = watched
+    "`method`, carrying a `TSNEWatch(phases, **kw)` among its callbacks (`run` calls them) and an empty `tsne_snapshots`."
+    method.tsne_snapshots = []; method.callbacks = [*getattr(method, 'callbacks', []), TSNEWatch(phases, **kw)]
     return method
 
 def plot_mnemonics_tsne(src, kinds=('herding', 'mnemonics'), seed: int = 0, title=None, **kw):
