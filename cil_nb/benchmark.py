@@ -14,7 +14,7 @@ from .core import *
 from .data import *
 from .metrics import *
 from .learner import *
-from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv
+from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
 
 # %% auto #0
 __all__ = ['PICTURES', 'RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'grid_figure', 'save_picture',
@@ -166,6 +166,42 @@ def _bench_cell(m: Method, sc: Scenario, device, s: int, folder, resume: bool, o
     if folder is not None: r.save(folder / 'results.json')
     return r, how
 
+def _worker_init(parent: int):
+    "A `--jobs` worker dies with its parent (Linux: PR_SET_PDEATHSIG, else a thread watching `os.getppid`), leaves Ctrl-C to it, and unwinds on SIGTERM."
+    ok = False
+    if sys.platform.startswith('linux'):
+        try: import ctypes; ok = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) == 0   # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError): pass
+    if os.getppid() != parent: os._exit(1)   # the parent died before that
+    if not ok: threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, _worker_term)
+
+def _watch_parent(parent: int):
+    while os.getppid() == parent: time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+_in_cell = False
+
+def _worker_term(signum, frame):
+    if not _in_cell: os._exit(128 + signum)   # between runs: nothing to unwind
+    signal.signal(signal.SIGTERM, signal.SIG_IGN); raise Stopped('stopped by signal SIGTERM')
+
+def _worker_cell(*a):
+    "`_bench_cell` in a `--jobs` worker: a SIGTERM unwinds the run (its lock released, its files whole), then the worker ends without a word."
+    global _in_cell
+    try:
+        _in_cell = True
+        try: return _bench_cell(*a)
+        finally: _in_cell = False
+    except Stopped: os._exit(143)
+
+def _quiet_sharer(hook):
+    "`hook` but silent on multiprocessing's file-descriptor sharing thread when a stopped worker hangs up on it."
+    from multiprocessing import resource_sharer as rs
+    def quiet(t, e, tb):
+        if not (issubclass(t, (OSError, EOFError)) and threading.current_thread() is getattr(rs._resource_sharer, '_thread', None)): hook(t, e, tb)
+    return quiet
+
 def _cell_line(label, s, r, how, w: int = 14) -> str:
     return (f'{label:<{w}} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
             + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
@@ -201,13 +237,12 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        ex = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=mp.get_context('spawn'), max_tasks_per_child=1)
-        old_term = None
-        if threading.current_thread() is threading.main_thread():   # `kill` must stop the workers too, not only this process
-            def _on_term(signum, frame): raise SystemExit(f'stopped by signal {signum}: the unfinished runs were stopped too; --resume continues them')
-            old_term = signal.signal(signal.SIGTERM, _on_term)
+        ex = ProcessPoolExecutor(max_workers=min(jobs, len(cells)), mp_context=mp.get_context('spawn'), max_tasks_per_child=1,
+                                 initializer=_worker_init, initargs=(os.getpid(),))
+        old_term = on_sigterm()   # `kill` must stop the workers too, not only this process
+        old_hook = sys.excepthook; sys.excepthook = _quiet_sharer(old_hook)
         try:
-            futs = {ex.submit(_bench_cell, m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0, threads or 1):
+            futs = {ex.submit(_worker_cell, m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0, threads or 1):
                     (label, s) for m, label, i, s in sorted(cells, key=lambda c: -RELATIVE_COST.get(c[0].name, 1))}   # longest first
             for f in as_completed(futs):
                 label, s = futs[f]; r, how = f.result()
@@ -217,6 +252,7 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
             ex.shutdown(wait=True, cancel_futures=True); raise
         finally:
             if old_term is not None: signal.signal(signal.SIGTERM, old_term)
+            sys.excepthook = old_hook
         ex.shutdown()
     return {label: [done[label, s] for s in seeds] for label in labels}
 

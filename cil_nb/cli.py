@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_cli.ipynb #3e3bedf9
 from __future__ import annotations
-import os, sys, io, re, json, time, errno, argparse, tempfile, dataclasses, difflib, textwrap
+import os, sys, io, re, json, time, errno, argparse, tempfile, dataclasses, difflib, textwrap, signal, threading
 from pathlib import Path
 import torch
 import matplotlib
@@ -20,7 +20,7 @@ import cil_nb.methods
 # %% auto #0
 __all__ = ['load_methods', 'method_name', 'method_list', 'split_methods', 'parse_method', 'label_folder', 'prepare',
            'machine_note', 'plot_heads', 'folder_runs', 'check_out', 'run_experiments', 'HelpFormatter', 'ArgParser',
-           'add_run_args', 'main', 'set_threads', 'cil_nb_run']
+           'add_run_args', 'Stopped', 'on_sigterm', 'main', 'set_threads', 'cil_nb_run']
 
 # %% ../nbs/30_cli.ipynb #a2b3ad33
 def load_methods() -> dict:
@@ -344,13 +344,26 @@ def _oserror_line(e: OSError) -> str:
     if e.errno in (errno.EACCES, errno.EPERM): return f'permission denied{where}'
     return f'{e.strerror}{where}' if e.strerror else str(e)
 
+class Stopped(BaseException):
+    "SIGTERM (`kill`), raised like Ctrl-C's `KeyboardInterrupt`: the run unwinds (its locks released, its files whole) to one line."
+
+def on_sigterm():
+    "In the main thread: let SIGTERM raise `Stopped` (a second one while unwinding is ignored); returns the handler it replaced."
+    if threading.current_thread() is not threading.main_thread(): return None
+    def stop(signum, frame): signal.signal(signal.SIGTERM, signal.SIG_IGN); raise Stopped('stopped by signal SIGTERM')
+    return signal.signal(signal.SIGTERM, stop)
+
 def main(prog: str, body):
-    "Run `body()`; bad input, a full disk, an unreadable file and Ctrl-C each end with one line on stderr and a non-zero exit."
+    "Run `body()`; bad input, a full disk, an unreadable file, Ctrl-C and SIGTERM each end with one line on stderr and a non-zero exit."
+    old = on_sigterm()
     try: body(); close_distributed()   # under torchrun: every process leaves the group together
     except CILError as e: print(f'{prog}: error: {e}', file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt: print(f'{prog}: interrupted; continue with --resume', file=sys.stderr); sys.exit(130)
+    except Stopped: print(f'{prog}: stopped by signal SIGTERM; continue with --resume', file=sys.stderr); sys.exit(143)
     except OSError as e: print(f'{prog}: error: {_oserror_line(e)}', file=sys.stderr); sys.exit(1)
-    finally: close_distributed(wait=False)
+    finally:
+        close_distributed(wait=False)
+        if old is not None: signal.signal(signal.SIGTERM, old)
 
 def set_threads(n):
     if n is not None:
