@@ -13,14 +13,14 @@ import matplotlib.pyplot as plt
 from .core import *
 from .data import *
 from .metrics import *
+from .memory import *
 from .learner import *
 from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
 
 # %% auto #0
-__all__ = ['PICTURES', 'RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'grid_figure', 'save_picture',
-           'class_rows', 'default_pictures', 'method_pictures', 'save_phase_pictures', 'bench_folders', 'benchmark',
-           'bench_rows', 'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures',
-           'Explorer']
+__all__ = ['RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'grid_figure', 'save_picture',
+           'method_pictures', 'save_phase_pictures', 'SavePictures', 'bench_folders', 'benchmark', 'bench_rows',
+           'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -36,13 +36,9 @@ def train_images_per_second(r: Result) -> float:
     return n / max(sum(r.train_seconds), 1e-9)
 
 # %% ../nbs/20_benchmark.ipynb #50799b99
-def _to_unit(x):
-    x = x.detach().cpu()
-    return x.float() / 255 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
-
 def image_grid(x, nrow: int = 10, pad: int = 1) -> np.ndarray:
     "Images (N x C x H x W, uint8 or float in [0, 1]) tiled `nrow` a row into one H' x W' x 3 uint8 array."
-    x = _to_unit(x)
+    x = to_unit(x)
     check(x.ndim == 4 and len(x) > 0, f'pictures must be a non-empty N x C x H x W batch, got shape {tuple(x.shape)}')
     if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
     n, c, h, w = x.shape; rows = math.ceil(n / nrow)
@@ -73,43 +69,10 @@ def save_picture(obj, path, nrow: int = 10, title: str | None = None):
     if isinstance(obj, plt.Figure): obj.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(obj)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
-def class_rows(xs: dict, per_class: int = 10):
-    "Images of each class (label -> images) as one grid row a class, padded with white: `(images, per_class, labels)`."
-    k = min(per_class, max(len(v) for v in xs.values()))
-    rows = []
-    for c in sorted(xs):
-        x = _to_unit(xs[c][:k])
-        if len(x) < k: x = torch.cat([x, torch.ones(k - len(x), *x.shape[1:])])
-        rows.append(x)
-    return torch.cat(rows), k, sorted(xs)
-
-def default_pictures(method, p, per_class: int = 10) -> dict:
-    "The exemplars of every class in the memory after phase `p`, one row a class (at most `per_class` each)."
-    mem = getattr(method, 'memory', None)
-    if not getattr(method, 'uses_memory', False) or mem is None or not len(mem): return {}
-    return {'exemplars': class_rows(mem.x, per_class)}
-
 # %% ../nbs/20_benchmark.ipynb #3a090bfe
-def _ci_pictures(m, p, per_class=10):
-    out = {'mean_images': (m.mean_images[:p.n_seen].float().cpu(), p.n_seen)}
-    if p.t > 0 and getattr(m, 'impressions', None) is not None:
-        x, y = m.impressions
-        out['impressions'] = class_rows({int(c): x[y.to(x.device) == c].cpu() for c in y.unique()}, per_class)
-    return out
-
-def _genifer_pictures(m, p, per_class=10):
-    s = getattr(m, 'snapshots', {}).get(p.t)
-    return {} if s is None else {'generated': (s, len(m.fixed_z))}
-
-def _cim_pictures(m, p, per_class=10):
-    return {'compressed_exemplars': class_rows(m.memory.compressed().x, per_class)} if len(m.memory) else {}
-
-PICTURES = {'class_impression': _ci_pictures, 'genifer': _genifer_pictures, 'cim': _cim_pictures}
-
 def method_pictures(method, p) -> dict:
-    "The method's own `pictures(p)`, else its entry in `PICTURES`, else `default_pictures`."
-    if callable(getattr(method, 'pictures', None)): return method.pictures(p)
-    return PICTURES.get(method.name, default_pictures)(method, p)
+    "What `method` shows after phase `p`: its `pictures(p)` (`Method.pictures`: the exemplars; a method overrides it)."
+    return method.pictures(p) if callable(getattr(method, 'pictures', None)) else {}
 
 def save_phase_pictures(method, p, folder) -> dict:
     "Write the pictures of `method_pictures` under `folder/pictures/`, each titled, class rows named; returns name -> path."
@@ -123,6 +86,13 @@ def save_phase_pictures(method, p, folder) -> dict:
     return out
 
 # %% ../nbs/20_benchmark.ipynb #ec372e85
+class SavePictures(Callback):
+    "After every phase: the method's pictures under `folder/pictures/` (`save_phase_pictures`), their paths in `Result.extras['pictures']`."
+    def __init__(self, folder): self.folder = folder
+    def after_phase(self, method, p, result):
+        pics = save_phase_pictures(method, p, self.folder)
+        if pics: result.extras.setdefault('pictures', {})[str(p.t)] = pics
+
 def _fresh(m: Method) -> Method:
     f = type(m)(m.cfg); f.label = getattr(m, 'label', m.name); return f
 
@@ -144,17 +114,10 @@ def _bench_cell(m: Method, sc: Scenario, device, s: int, folder, resume: bool, o
         try: prev = Result.load(folder / 'results.json')
         except CILError: prev = None
     done_before = prev is not None and len(prev.phase_seconds) == sc.n_phases and all(k in prev.extras for k in _BENCH_KEYS)
-    if pictures and folder is not None:
-        rec = mi.record
-        def record(extras, p, mi=mi, rec=rec, folder=folder):
-            extras = rec(extras, p)
-            pics = save_phase_pictures(mi, p, folder)
-            if pics: extras.setdefault('pictures', {})[str(p.t)] = pics
-            return extras
-        mi.record = record
     if device.type == 'cuda': torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter(); ran = []
     r = run(mi, sc, device=device, seed=s, out=folder, resume=resume and ck, overwrite=overwrite,
+            callbacks=[SavePictures(folder)] if pictures and folder is not None else [],
             log=lambda line: ran.append(line) if line.startswith('phase ') else None, progress=False)
     if done_before:      # finished in an earlier call: checked against its checkpoint, its costs kept
         r.extras.update({k: prev.extras[k] for k in _BENCH_KEYS}); how = 'finished before'

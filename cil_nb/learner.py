@@ -377,6 +377,10 @@ class Method:
     def record(self, extras: dict, p: Phase) -> dict:
         "Add method-specific records after phase `p` (e.g. aggregation weights) to `Result.extras`."
         return extras
+    def pictures(self, p: Phase, per_class: int = 10) -> dict:
+        "What to look at after phase `p` (name -> images, `(images, nrow)`, `class_rows(...)` or a figure): the exemplars, a row a class."
+        if not self.uses_memory or not len(self.memory): return {}
+        return {'exemplars': class_rows(self.memory.x, per_class)}
 
     # ---- checkpoints: everything beyond the model that the next phase needs
     def extra_state(self) -> dict:

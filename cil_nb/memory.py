@@ -13,7 +13,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['SELECTORS', 'extract_features', 'herding', 'select_random', 'select_closest', 'select_exemplars', 'Budget', 'Memory',
-           'update_memory', 'class_means', 'nme_predict', 'plot_exemplars_tsne']
+           'update_memory', 'class_means', 'nme_predict', 'to_unit', 'class_rows', 'plot_exemplars_tsne']
 
 # %% ../nbs/04_memory.ipynb #61d5e2d2
 @torch.no_grad()
@@ -137,6 +137,22 @@ def nme_predict(feats: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     "Label of the nearest class mean (squared Euclidean distance between normalised features); NaN rows never win."
     d = torch.cdist(F.normalize(feats.float(), dim=1), means.to(feats.device).float()).pow(2)
     return d.nan_to_num(math.inf).argmin(1)
+
+# %% ../nbs/04_memory.ipynb #a7c1e002
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    "Images as float in [0, 1] on the CPU (uint8 divided by 255, float clamped)."
+    x = x.detach().cpu()
+    return x.float() / 255 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
+
+def class_rows(xs: dict, per_class: int = 10):
+    "Images of each class (label -> images) as one grid row a class, padded with white: `(images, per_class, labels)`."
+    k = min(per_class, max(len(v) for v in xs.values()))
+    rows = []
+    for c in sorted(xs):
+        x = to_unit(xs[c][:k])
+        if len(x) < k: x = torch.cat([x, torch.ones(k - len(x), *x.shape[1:])])
+        rows.append(x)
+    return torch.cat(rows), k, sorted(xs)
 
 # %% ../nbs/04_memory.ipynb #5927b3c2
 def plot_exemplars_tsne(feats, labels, selections: dict, seed: int = 0, max_points: int = 2000, title=None, class_names=None):

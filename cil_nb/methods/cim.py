@@ -590,3 +590,6 @@ class CIM(Foster):
     def load_extra_state(self, st: dict):
         super().load_extra_state(st)
         if st.get('phi') is not None: self.masknet.acts.load_state_dict(st['phi'])
+    def pictures(self, p, per_class: int = 10) -> dict:
+        "The exemplars as they are replayed (compressed outside their CAM boxes), a row a class."
+        return {'compressed_exemplars': class_rows(self.memory.compressed().x, per_class)} if len(self.memory) else {}

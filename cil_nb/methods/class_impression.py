@@ -426,6 +426,13 @@ class ClassImpression(Method):
         return {'memory': None, 'means': None, 'mean_images': self.mean_images.cpu(), 'syn_log': self.syn_log}
     def load_extra_state(self, st: dict):
         self.mean_images = st['mean_images'].to(self.device); self.syn_log = list(st.get('syn_log', []))
+    def pictures(self, p, per_class: int = 10) -> dict:
+        "The class mean images, and after phase 0 the impressions replayed in the phase, a row a class."
+        out = {'mean_images': (self.mean_images[:p.n_seen].float().cpu(), p.n_seen)}
+        if p.t > 0 and getattr(self, 'impressions', None) is not None:
+            x, y = self.impressions
+            out['impressions'] = class_rows({int(c): x[y.to(x.device) == c].cpu() for c in y.unique()}, per_class)
+        return out
 
 # %% ../../nbs/12_methods.class_impression.ipynb #d8b2f3da
 def nearest_real(syn, syn_y, real, real_y, n_real: int = 500, seed: int = 0) -> dict:

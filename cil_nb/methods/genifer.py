@@ -469,3 +469,7 @@ class Genifer(Method):
         self.G.load_state_dict(st['G']); self.G_ema.load_state_dict(st['G_ema']); self.D.load_state_dict(st['D'])
         if self.Dp is not None and st.get('Dp') is not None: self.Dp.load_state_dict(st['Dp'])
         self.gan_trained, self.gan_nimg = st['gan_trained'], st['gan_nimg']
+    def pictures(self, p, per_class: int = 10) -> dict:
+        "The generator's samples from its fixed latents after phase `p` (a row a latent), where it was trained then."
+        s = getattr(self, 'snapshots', {}).get(p.t)
+        return {} if s is None else {'generated': (s, len(self.fixed_z))}
