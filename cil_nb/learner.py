@@ -216,6 +216,7 @@ class Method:
     about = "plain replay: cross-entropy on the new classes' images plus herded exemplars of the old ones (the base every method builds on)"
     Config = Config
     uses_memory = True        # keeps exemplars, and so has an NME head
+    own_loop = None           # a method that trains outside the shared loop says here what it does instead
     def __init__(self, config: Config | None = None, **kw):
         cfg = config if config is not None else self.Config.preset()
         check(isinstance(cfg, Config), f'config must be a {self.Config.__name__}, got {type(cfg).__name__}')
@@ -412,14 +413,10 @@ class _DDP(torch.nn.parallel.DistributedDataParallel):
         try: return super().__getattr__(name)
         except AttributeError: return getattr(self.module, name)
 
-_OWN_LOOP = {'foster': 'boosting, then compression', 'cim': "FOSTER's boosting and compression with a bilevel mask step",
-             'aanets': 'alternating block and aggregation-weight passes', 'genifer': 'a GAN after each phase',
-             'class_impression': 'image synthesis and a weighted sampler'}
-
 def distributed_refusal(method) -> str | None:
     "Why `method` cannot run under torchrun (its training is not the shared loop), or None when it can."
     if type(method).fit_phase is Method.fit_phase: return None
-    why = _OWN_LOOP.get(method.name, f'{type(method).__name__}.fit_phase')
+    why = getattr(method, 'own_loop', None) or f'{type(method).__name__}.fit_phase'   # a method says what its own loop does
     return (f'{method.name} trains outside the shared loop ({why}) and does not run under torchrun: run it in one process '
             f'(without torchrun), or use a method of the shared loop ({", ".join(sorted(k for k, c in METHODS.items() if c.fit_phase is Method.fit_phase))})')
 

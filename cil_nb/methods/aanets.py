@@ -168,6 +168,7 @@ class AANetsConfig(Config):
 class AANets(Method):
     "Adaptive Aggregation Networks: stable + plastic block per level, weights learnt on a balanced subset; LUCIR or iCaRL host."
     name, Config = 'aanets', AANetsConfig
+    own_loop = "alternating block and aggregation-weight passes"   # trained outside the shared loop (why torchrun is refused)
     def __init__(self, config: AANetsConfig | None = None, **kw):
         super().__init__(config, **kw)
         c = self.cfg

@@ -228,6 +228,7 @@ class FosterConfig(Config):
 class Foster(Method):
     "FOSTER: boost a new backbone beside the frozen old one, then compress both into one by balanced KD."
     name, Config = 'foster', FosterConfig
+    own_loop = "boosting, then compression"   # trained outside the shared loop (why torchrun is refused)
     def setup(self, *a, **kw):
         super().setup(*a, **kw)
         c = self.cfg
@@ -464,6 +465,7 @@ class CIMConfig(FosterConfig):
 class CIM(Foster):
     "FOSTER with CIM's compressed exemplars: CAM boxes, budget-aware herding, a bilevel-trained rational mask model."
     name, Config = 'cim', CIMConfig
+    own_loop = "FOSTER's boosting and compression with a bilevel mask step"   # trained outside the shared loop (why torchrun is refused)
     def setup(self, scenario, device, seed: int = 0):
         super().setup(scenario, device, seed); c = self.cfg
         check(c.mask in ('cim', 'cam'), f"mask must be 'cim' (learned mask model) or 'cam' (fixed-tau CAM), got {c.mask!r}")

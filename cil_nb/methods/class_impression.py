@@ -272,6 +272,7 @@ class CIConfig(Config):
 class ClassImpression(Method):
     "Data-free CIL: mean images + synthesised class impressions replayed with LUCIR losses and IdC."
     name, Config, uses_memory = 'class_impression', CIConfig, False
+    own_loop = "image synthesis and a weighted sampler"   # trained outside the shared loop (why torchrun is refused)
 
     def setup(self, scenario, device, seed=0):
         super().setup(scenario, device, seed)

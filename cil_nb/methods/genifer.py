@@ -244,6 +244,7 @@ class GeniferConfig(Config):
 class Genifer(Method):
     "Generative feature-driven image replay (Thandiackal et al., IVC 2024): no exemplars, a feature-driven conditional GAN."
     name, Config, uses_memory = 'genifer', GeniferConfig, False
+    own_loop = "a GAN after each phase"   # trained outside the shared loop (why torchrun is refused)
 
     def setup(self, scenario, device, seed=0):
         super().setup(scenario, device, seed)
