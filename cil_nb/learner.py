@@ -694,7 +694,8 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
         overwrite: bool = False, log=print, progress: bool | None = None, phases: int | None = None, callbacks=()) -> Result:
     "Run `method` through every phase of `scenario` (or the first `phases`); see the notebook for the steps."
     device = get_device(device); out = Path(out) if out is not None else None
-    check(isinstance(seed, int) and 0 <= seed < 2**32, f'seed must be a whole number from 0 to {2**32 - 1}, got {seed}')
+    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**32,
+          f'seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}'); seed = int(seed)
     check(out is not None or not resume, 'resume needs the output folder (out=/--out) that holds checkpoint.pt')
     if is_distributed(): device, resume, log, progress = dist_setup(method, device, resume, log, progress)
     cbs = _callbacks(method, callbacks)
