@@ -978,8 +978,9 @@ class Batches:
     """Batches of (augmented x, y) cut on the device from tensors `x`, `y` over the index set `idx`. With `shard=(r, n)`
     (n processes, see `core.world_size`) every process draws the same batch, augments it, and keeps its share `r::n`."""
     def __init__(self, x, y, idx=None, batch_size: int = 128, shuffle: bool = True, aug: Augment | None = None,
-                 train: bool = True, drop_last: bool = False, seed: int = 0, shard: tuple = (0, 1)):
+                 train: bool = True, drop_last: bool = False, seed: int = 0, shard: tuple = (0, 1), channels_last: bool = False):
         self.x, self.y, self.bs, self.shuffle, self.aug, self.train, self.drop_last = x, y, batch_size, shuffle, aug, train, drop_last
+        self.channels_last = channels_last
         self.idx = (torch.arange(len(x), device=x.device) if idx is None else torch.as_tensor(idx).to(x.device))
         self.g = torch.Generator(device=x.device); self.g.manual_seed(seed)
         self.shard = tuple(shard)
@@ -995,6 +996,7 @@ class Batches:
             b = idx[i * self.bs:(i + 1) * self.bs]
             xb = self.x[b]
             xb = self.aug(xb, self.g, self.train) if self.aug is not None else xb
+            if self.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
             yield (xb, self.y[b]) if k == 1 else (xb[r::k], self.y[b][r::k])
     def state(self): return self.g.get_state()
     def set_state(self, s): self.g.set_state(s)

@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.distributed as tdist
 from .core import *
 from .data import *
 from .models import *
@@ -21,10 +22,11 @@ from .memory import *
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'METHODS', 'CKPT_VERSION', 'CKPT_KEYS', 'CKPT_TYPES', 'RUN_FILES', 'Config', 'parse_settings',
-           'make_schedule', 'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'Method', 'register', 'get_method',
-           'distributed_refusal', 'dist_setup', 'ddp_begin', 'ddp_end', 'dist_mean', 'dist_sync', 'Result',
-           'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint', 'load_checkpoint', 'show_bars',
-           'Callback', 'run_folder_state', 'check_finite_loss', 'run']
+           'make_schedule', 'cpu_bf16_native', 'resolve_precision', 'reestimate_bn', 'sync_grads', 'dist_mean',
+           'fit_epochs', 'sync_buffers', 'Method', 'register', 'get_method', 'distributed_refusal', 'dist_setup',
+           'dist_sync', 'Result', 'data_fingerprint', 'runtime_info', 'machine_line', 'save_checkpoint',
+           'load_checkpoint', 'show_bars', 'Callback', 'StopOnNonFinite', 'Timer', 'ProgressBars', 'PhaseLog',
+           'Checkpoint', 'run_folder_state', 'check_finite_loss', 'run']
 
 # %% ../nbs/05_learner.ipynb #3108bacd
 @dataclass
@@ -209,6 +211,64 @@ def reestimate_bn(net: torch.nn.Module, images, prep=lambda x: x, autocast=nullc
     net.train(was)
     return len(bns)
 
+# %% ../nbs/05_learner.ipynb #bc427fc4
+def sync_grads(params):
+    "Under torchrun: every gradient in `params` replaced by its mean over the processes (one all-reduce for them all); else nothing."
+    if not is_distributed(): return
+    gs = [q.grad for q in params if q.grad is not None]
+    if not gs: return
+    flat = all_sum(torch.cat([g.reshape(-1) for g in gs])) / world_size()
+    for g, v in zip(gs, flat.split([g.numel() for g in gs])): g.copy_(v.view_as(g))
+
+def dist_mean(d: dict) -> dict:
+    "The mean over the processes of each tensor in `d` (`d` itself in one process)."
+    if not is_distributed() or not d: return d
+    ks = list(d); t = all_sum(torch.stack([d[k].float() for k in ks])) / world_size()
+    return dict(zip(ks, t))
+
+def fit_epochs(m, p, opt, sched, batches, loss, epochs: int, *, net=None, name: str | None = None, ep0: int = 0,
+               before_epoch=None, after_epoch=None, wrt=None, clip: float | None = None, after_step=None,
+               count=None, amp: bool = True, progress=None) -> tuple:
+    """The engine: `epochs` passes over `batches` (an iterable of tuples of tensors, or `epoch -> iterable`), each batch
+    `loss(*batch) -> (total, parts)` under `m.autocast()` (unless `amp=False`), a backward pass (or the gradients of
+    `wrt` alone), the gradients averaged over the processes, clipped to norm `clip`, `opt` and `sched` stepped.
+    `net` is put in train mode each epoch. Returns (an epoch's mean loss parts, a dict each; images seen, all processes)."""
+    params = [q for g in opt.param_groups for q in g['params']]
+    r, k = rank(), world_size(); hist, n_img = [], 0
+    for ep in range(epochs):
+        if before_epoch is not None: before_epoch(ep)
+        if net is not None: net.train()
+        if name is None: m.emit('before_epoch', p, ep0 + ep)
+        sums, nb = defaultdict(lambda: torch.zeros((), device=m.device)), 0
+        for batch in (batches(ep) if callable(batches) else batches):
+            if k > 1: batch = tuple(b[r::k] for b in batch)   # under torchrun: this process's share of the batch
+            with (m.autocast() if amp else nullcontext()): total, parts = loss(*batch)
+            if name is None: m.emit('after_loss', p, total, parts)
+            opt.zero_grad(set_to_none=True)
+            if wrt is None: total.backward()
+            else:
+                for q, g in zip(wrt, torch.autograd.grad(total, wrt)): q.grad = g
+            sync_grads(params)
+            if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step(); sched.step()
+            if after_step is not None: after_step()
+            for kk, v in parts.items(): sums[kk] += v.detach().float()
+            sums['loss'] += total.detach().float(); nb += 1; n_img += count(batch) if count else len(batch[1])
+            if name is None: m.emit('after_batch', p)
+        row = {kk: v.item() / max(nb, 1) for kk, v in dist_mean(sums).items()}   # one host sync an epoch
+        if after_epoch is not None: after_epoch(ep, row)
+        hist.append(row)
+        if progress is not None: progress(ep0 + ep, row)
+        if name is None: m.emit('after_epoch', p, ep0 + ep, row)
+        else: m.emit('after_inner', p, name, ep0 + ep, row)
+    if net is not None: sync_buffers(net)
+    return hist, all_sum(n_img)
+
+def sync_buffers(net):
+    "Under torchrun: process 0's BatchNorm statistics (and other buffers) in every process; else nothing."
+    if is_distributed():
+        for b in net.buffers(): tdist.broadcast(b.data, src=0)
+
 # %% ../nbs/05_learner.ipynb #073e64c9
 class Method:
     "Base class of every CIL method: hooks called by `run`, with plain-replay defaults."
@@ -216,7 +276,7 @@ class Method:
     about = "plain replay: cross-entropy on the new classes' images plus herded exemplars of the old ones (the base every method builds on)"
     Config = Config
     uses_memory = True        # keeps exemplars, and so has an NME head
-    own_loop = None           # a method that trains outside the shared loop says here what it does instead
+    torchrun_refusal = None   # a method that cannot be split over processes says why here
     def __init__(self, config: Config | None = None, **kw):
         cfg = config if config is not None else self.Config.preset()
         check(isinstance(cfg, Config), f'config must be a {self.Config.__name__}, got {type(cfg).__name__}')
@@ -296,28 +356,23 @@ class Method:
         ce = F.cross_entropy(self.model(x), y)
         return ce, {'ce': ce}
 
-    def fit_phase(self, p: Phase, progress=None) -> dict:
-        "Train on `training_data(p)` for the phase's epochs; returns the per-epoch loss parts and the images seen."
-        x, y = self.training_data(p)
+    def batches(self, x, y, seed: int, drop_last: bool | None = None) -> Batches:
+        "Augmented training batches of stored `x`, `y` (channels-last where the run computes in it)."
         bs = self.cfg.batch_size
-        batches = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t,
-                          shard=(rank(), world_size()))   # under torchrun: this process's share of each batch
+        return Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs if drop_last is None else drop_last, seed=seed,
+                       channels_last=self.use_channels_last)
+
+    def fit_phase(self, p: Phase, progress=None) -> dict:
+        "Train on `training_data(p)` for the phase's epochs in the engine (`fit_epochs`); returns the per-epoch loss parts and the images seen."
+        x, y = self.training_data(p); self.fit_x = x
+        batches = self.batches(x, y, self.seed * 1000 + p.t)
         opt, sched = self.optimizer(p, len(batches))
-        hist, n_img, self.fit_x = [], 0, x
-        ddp_begin(self)   # under torchrun: self.model is its DistributedDataParallel wrapper until ddp_end
-        for ep in range(self.epochs(p)):
-            self.model.train()
-            sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
-            for xb, yb in batches:
-                if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-                with self.autocast(): total, parts = self.loss(xb, yb)
-                opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
-                for k, v in parts.items(): sums[k] += v.detach().float()
-                sums['loss'] += total.detach().float(); nb += 1; n_img += len(yb)
-            hist.append({k: v.item() / max(nb, 1) for k, v in dist_mean(sums).items()})   # one host sync per epoch
-            if progress is not None: progress(ep, hist[-1])
-        ddp_end(self)
-        return {'history': hist, 'images': all_sum(n_img)}
+        hist, n = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, progress=progress)
+        return {'history': hist, 'images': n}
+
+    def emit(self, event: str, *args):
+        "Call `event` on each of this run's callbacks (`self.cbs`, set by `run`)."
+        for cb in getattr(self, 'cbs', ()): getattr(cb, event)(self, *args)
 
     def bn_images(self, p: Phase):
         "Stored images BatchNorm's statistics are re-estimated on after phase `p`: those the phase trained on (`fit_x`)."
@@ -407,21 +462,13 @@ def get_method(name: str, config: Config | None = None, **kw) -> Method:
 register(Method)
 
 # %% ../nbs/05_learner.ipynb #c54c4df5
-class _DDP(torch.nn.parallel.DistributedDataParallel):
-    "`DistributedDataParallel` that also answers for its module's attributes (`model.head`, `model.features`, ...)."
-    def __getattr__(self, name):
-        try: return super().__getattr__(name)
-        except AttributeError: return getattr(self.module, name)
-
 def distributed_refusal(method) -> str | None:
-    "Why `method` cannot run under torchrun (its training is not the shared loop), or None when it can."
-    if type(method).fit_phase is Method.fit_phase: return None
-    why = getattr(method, 'own_loop', None) or f'{type(method).__name__}.fit_phase'   # a method says what its own loop does
-    return (f'{method.name} trains outside the shared loop ({why}) and does not run under torchrun: run it in one process '
-            f'(without torchrun), or use a method of the shared loop ({", ".join(sorted(k for k, c in METHODS.items() if c.fit_phase is Method.fit_phase))})')
+    "Why `method` cannot run under torchrun (its own `torchrun_refusal`), or None when it can: every method here can."
+    why = getattr(method, 'torchrun_refusal', None)
+    return None if why is None else f'{method.name} does not run under torchrun ({why}): run it in one process (without torchrun)'
 
 def dist_setup(method, device, resume, log, progress):
-    "Under torchrun: refuse a method outside the shared loop, join the process group, take process 0's `resume`; only process 0 logs."
+    "Under torchrun: refuse a method that says it cannot be split, join the process group, take process 0's `resume`; only process 0 logs."
     why = distributed_refusal(method)
     check(why is None, why)
     check(torch.device(device).type in ('cpu', 'cuda'), f'torchrun runs on CPUs (gloo) or CUDA GPUs (NCCL), not on {device}: use --device cpu or cuda')
@@ -429,20 +476,6 @@ def dist_setup(method, device, resume, log, progress):
     resume = broadcast_object(resume)
     if not is_main(): log, progress = (lambda *a, **k: None), False
     return device, resume, log, progress
-
-def ddp_begin(method):
-    "Under torchrun: wrap `method.model` in `DistributedDataParallel` (process 0's weights go to all); else nothing."
-    if is_distributed() and not isinstance(method.model, _DDP): method.model = _DDP(method.model)
-
-def ddp_end(method):
-    "Undo `ddp_begin`: `method.model` is the plain model again."
-    if isinstance(method.model, _DDP): method.model = method.model.module
-
-def dist_mean(d: dict) -> dict:
-    "The mean over the processes of each tensor in `d` (`d` itself in one process)."
-    if not is_distributed() or not d: return d
-    ks = list(d); t = all_sum(torch.stack([d[k].float() for k in ks])) / world_size()
-    return dict(zip(ks, t))
 
 def dist_sync(method, res):
     "After a phase under torchrun: process 0's model (weights and BatchNorm statistics), memory and scores in every process."
@@ -628,14 +661,65 @@ def show_bars() -> bool:
 
 # %% ../nbs/05_learner.ipynb #c0a11b02
 class Callback:
-    "Hooks `run` calls at its events; a subclass overrides those it needs (see the text above)."
+    "Hooks the engine calls at its events (in this order); a subclass overrides those it needs (see the text above)."
+    def before_run(self, method, scenario, start: int, n_phases: int): pass
     def before_phase(self, method, p): pass
+    def before_epoch(self, method, p, epoch: int): pass
+    def after_loss(self, method, p, total, parts: dict): pass
+    def after_batch(self, method, p): pass
     def after_epoch(self, method, p, epoch: int, history: dict): pass
+    def after_inner(self, method, p, loop: str, step: int, losses: dict): pass
+    def after_train(self, method, p, fit: dict): pass
     def after_phase(self, method, p, result): pass
+    def after_run(self, method, result): pass
 
 def _callbacks(method, callbacks) -> list:
     "The method's own callbacks (`method.callbacks`), then those given to `run`."
     return [*getattr(method, 'callbacks', []), *(callbacks or [])]
+
+# %% ../nbs/05_learner.ipynb #fd7ff429
+class StopOnNonFinite(Callback):
+    "Stop the run after an epoch whose loss is not finite (`check_finite_loss`)."
+    def after_epoch(self, method, p, epoch, history): check_finite_loss(method, p, epoch, history)
+
+class Timer(Callback):
+    "A phase's seconds (all of it, and its training), and training images a second, into the result."
+    def before_phase(self, method, p): self.t0 = time.perf_counter()
+    def after_train(self, method, p, fit):
+        if method.cuda: torch.cuda.synchronize(method.device)
+        self.train, self.images = time.perf_counter() - self.t0, fit['images']
+    def after_phase(self, method, p, result):
+        result.phase_seconds.append(time.perf_counter() - self.t0); result.train_seconds.append(self.train)
+        result.images_per_second.append(self.images / max(self.train, 1e-9))
+
+class ProgressBars(Callback):
+    "tqdm bars over the phases and over each phase's epochs (in a notebook, widgets)."
+    def before_run(self, method, scenario, start, n_phases):
+        from tqdm.auto import tqdm
+        self.tqdm = tqdm; self.phases = tqdm(total=n_phases, initial=start, desc=method.name, unit='phase')
+    def before_phase(self, method, p): self.epochs = self.tqdm(total=method.epochs(p), desc=f'phase {p.t}', unit='epoch', leave=False)
+    def after_epoch(self, method, p, epoch, history):
+        self.epochs.update(1); self.epochs.set_postfix({k: f'{v:.3f}' for k, v in history.items()})
+    def after_train(self, method, p, fit): self.epochs.close()
+    def after_phase(self, method, p, result): self.phases.update(1)
+    def after_run(self, method, result): self.phases.close()
+
+class PhaseLog(Callback):
+    "One line a phase to `log`: classes seen, every head's accuracy, seconds, images a second, the last epoch's losses."
+    def __init__(self, log=print): self.log = log
+    def after_phase(self, method, p, res):
+        t = p.t; accs = '  '.join(f'{h} {res.metrics.acc(h)[t]:6.2f}' for h in res.metrics.heads)
+        last = res.history[-1][-1] if res.history[-1] else {}
+        self.log(f'phase {t}  classes {p.n_seen:>4}  {accs}  {res.phase_seconds[-1]:6.1f} s  {res.images_per_second[-1]:7.0f} img/s  '
+                 + ' '.join(f'{k} {v:.3f}' for k, v in last.items()))
+
+class Checkpoint(Callback):
+    "After every phase, `checkpoint.pt` and `results.json` in `out` (process 0 alone); at the end, `results.json` again."
+    def __init__(self, out): self.out = Path(out)
+    def after_phase(self, method, p, result):
+        if is_main(): save_checkpoint(self.out / 'checkpoint.pt', method, p.t, result); result.save(self.out / 'results.json')
+    def after_run(self, method, result):
+        if is_main(): result.save(self.out / 'results.json')   # always ends matching the checkpoint (also when nothing was left to run)
 
 # %% ../nbs/05_learner.ipynb #37d50f5c
 def _restore(method: Method, ck: dict):
@@ -706,6 +790,7 @@ def run(method: Method, scenario: Scenario, device='auto', seed: int = 0, out=No
 
 def _run(method, scenario, device, seed, out, resume, log, progress, phases, cbs=()):
     seed_everything(seed); method.setup(scenario, device, seed)
+    if is_distributed(): broadcast_module(method.model)   # every process starts from process 0's weights
     rt = runtime_info(method)
     res = Result(method.name, scenario.data.name, method.cfg.to_dict(), list(scenario.order), list(scenario.phase_sizes),
                  seed, str(device), scenario.card() + '\n' + machine_line(rt), CILMetrics(scenario.phase_sizes),
@@ -722,43 +807,24 @@ def _run(method, scenario, device, seed, out, resume, log, progress, phases, cbs
         log(f'resumed from {out / "checkpoint.pt"} after phase {ck["phase"]}')
     if progress is None: progress = show_bars()
     n_phases = scenario.n_phases if phases is None else min(phases, scenario.n_phases)
-    if progress:
-        from tqdm.auto import tqdm
-        phase_bar = tqdm(total=n_phases, initial=start, desc=method.name, unit='phase')
-        if log is print: log = tqdm.write    # keep the phase lines from tearing the bars
+    if progress and log is print:
+        from tqdm.auto import tqdm; log = tqdm.write    # keep the phase lines from tearing the bars
+    method.cbs = [Timer(), StopOnNonFinite(), *([ProgressBars()] if progress else []), *cbs, PhaseLog(log),
+                  *([Checkpoint(out)] if out is not None else [])]
+    method.emit('before_run', scenario, start, n_phases)
     for t in range(start, n_phases):
-        p = scenario[t]; t0 = time.perf_counter()
+        p = scenario[t]
+        method.emit('before_phase', p)
         method.before_phase(p)
-        for cb in cbs: cb.before_phase(method, p)
-        bar = tqdm(total=method.epochs(p), desc=f'phase {t}', unit='epoch', leave=False) if progress else None
-        def after_epoch(ep, h, p=p):
-            check_finite_loss(method, p, ep, h)
-            if bar: bar.update(1); bar.set_postfix({k: f'{v:.3f}' for k, v in h.items()})
-            for cb in cbs: cb.after_epoch(method, p, ep, h)
-        fit = method.fit_phase(p, after_epoch)
-        if bar: bar.close()
+        fit = method.fit_phase(p)
         method.refresh_bn(p)   # BatchNorm statistics that match the final weights, before anything uses the model
-        if method.cuda: torch.cuda.synchronize(device)
-        t_train = time.perf_counter() - t0
+        method.emit('after_train', p, fit)
         method.after_phase(p)
-        for h, pred in method.predict_heads(method.test_x[p.test_idx], method.heads).items():
-            res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
-        for h, pred in method.extra_heads(p).items():
+        for h, pred in {**method.predict_heads(method.test_x[p.test_idx], method.heads), **method.extra_heads(p)}.items():
             res.metrics.update(t, h, pred.cpu(), scenario.test_y[p.test_idx])
         if is_distributed(): dist_sync(method, res)   # every process continues from process 0's model, memory and scores
-        dt = time.perf_counter() - t0
-        res.phase_seconds.append(dt); res.train_seconds.append(t_train)
-        res.images_per_second.append(fit['images'] / max(t_train, 1e-9)); res.history.append(fit['history'])
+        res.history.append(fit['history'])
         res.extras = method.record(res.extras, p)
-        for cb in cbs: cb.after_phase(method, p, res)
-        accs = '  '.join(f'{h} {res.metrics.acc(h)[t]:6.2f}' for h in res.metrics.heads)
-        last = fit['history'][-1] if fit['history'] else {}
-        log(f'phase {t}  classes {p.n_seen:>4}  {accs}  {dt:6.1f} s  {res.images_per_second[-1]:7.0f} img/s  '
-            + ' '.join(f'{k} {v:.3f}' for k, v in last.items()))
-        if out is not None and is_main():
-            save_checkpoint(out / 'checkpoint.pt', method, t, res)
-            res.save(out / 'results.json')
-        if progress: phase_bar.update(1)
-    if progress: phase_bar.close()
-    if out is not None and is_main(): res.save(out / 'results.json')   # always ends matching the checkpoint (also when nothing was left to run)
+        method.emit('after_phase', p, res)
+    method.emit('after_run', res)
     return res

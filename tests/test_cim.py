@@ -159,6 +159,11 @@ def _two_batches(m, p, n=4):
     return m.prep(x[i[:n]]), y[i[:n]], m.prep(x[i[n:]]), y[i[n:]]
 
 
+def _mask_step(m, p, batch, stage='compress'):
+    "One bilevel update of phi (inner rate 0.01, Adam at 0.01, clip 1), as the mask step takes them."
+    opt = torch.optim.Adam(m.masknet.phi(), lr=0.01)
+    return m.mask_steps(p, [batch], 0.01, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.), 1.0, stage)
+
 def test_mask_stage_boost_trains_phi_on_the_teacher_with_the_boosting_loss():
     m, sc, p = at_phase1(mask_stage='boost', lookahead_bn='eval', boosted=False)
     x, y = m.training_data(p); m.w1 = effective_weights(m.class_counts(y, p), m.cfg.beta1)   # as fit_phase sets it
@@ -169,7 +174,7 @@ def test_mask_stage_boost_trains_phi_on_the_teacher_with_the_boosting_loss():
     with torch.no_grad():                                                   # the inner loss it should use: FOSTER's boosting loss on the blends
         tm.eval(); cam = minmax(tm.cam(tm(xb, rational=True)[-1], yb, xb.shape[-2:]))[:, None]
         want = m.boost_terms(*m.teacher.eval()(cam * xb + (1 - cam) * down_up(xb, m.cfg.eta)), yb)[0].item()
-    log = m.meta_step(xb, yb, xb2, yb2, 0.01, torch.optim.Adam(m.masknet.phi(), lr=0.01), 1.0, stage='boost')
+    log = _mask_step(m, p, (xb, yb, xb2, yb2), stage='boost')
     assert abs(log['inner'] - want) < 1e-4
     assert any(not torch.equal(a, b) for a, b in zip(phi0, m.masknet.phi()))   # phi got a gradient (Adam moves nothing without one)
     assert all(torch.equal(a, b) for a, b in zip(old0, m.old_acts.parameters()))   # the old backbone's copy is frozen
@@ -190,7 +195,7 @@ def test_lookahead_bn_eval_uses_the_running_statistics():
             mn.eval(); div_eval = F.cross_entropy(mn(xb, rational=True)[0], yb).item()
             mn.train(); bufs = {k: v.clone() for k, v in mn.named_buffers()}
             div_train = F.cross_entropy(functional_call(mn, bufs, (xb,), {'rational': True})[0], yb).item()
-        log = m.meta_step(xb, yb, xb2, yb2, 0.01, torch.optim.Adam(mn.phi(), lr=0.01), 1.0)
+        log = _mask_step(m, p, (xb, yb, xb2, yb2))
         assert abs(div_eval - div_train) > 1e-3
         assert abs(log['div'] - (div_eval if bn == 'eval' else div_train)) < 1e-5
         assert all(torch.equal(v, m.model.state_dict()[k]) for k, v in stats.items())   # the network's own statistics never move

@@ -1,6 +1,6 @@
 """Several processes on one CPU with torch.distributed (gloo): `torchrun ... cil_nb_run` works unchanged, its results match
-a one-process run, every process ends with the same model, memory and scores, resume works, and methods outside the
-shared loop refuse with one line. Two processes, one thread each, a tiny synthetic set: well under two minutes."""
+a one-process run, every process ends with the same model, memory and scores, resume works, every method runs split over
+processes, and a method that says it cannot be split refuses with one line. Two processes, one thread each, a tiny synthetic set: well under two minutes."""
 import os, sys, json, subprocess
 from pathlib import Path
 import pytest
@@ -60,8 +60,26 @@ def test_processes_agree_and_resume(tmp_path):
     res = Result.load(tmp_path / 'icarl' / 'results.json')
     assert len(res.phase_seconds) == 3 and res.summary('cnn')['avg_inc_acc'] == a['summary']['cnn']['avg_inc_acc']
 
-def test_methods_outside_the_shared_loop_refuse(tmp_path):
-    p = torchrun(console_script(), '--method', 'icarl,foster', '--dataset', 'synthetic', '--epochs', '1', '--device', 'cpu', '--out', tmp_path)
+def test_every_method_runs_under_torchrun(tmp_path):
+    "All ten methods, each split over two processes: every one finishes, and both processes end with the same model, memory, scores and losses."
+    from _dist_all import NAMES
+    p = torchrun(HERE / '_dist_all.py', tmp_path, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name in NAMES:
+        a, b = (json.loads((tmp_path / f'{name}.rank{r}.json').read_text()) for r in (0, 1))
+        assert a == b, name
+        assert a['processes'] == 2 and len(a['history']) == 3, name
+        assert all(v['avg_inc_acc'] > 0 for v in a['summary'].values()), name
+        assert (tmp_path / name / 'results.json').exists() and (tmp_path / name / 'checkpoint.pt').exists()
+
+def test_a_method_that_cannot_be_split_refuses(tmp_path):
+    "A method's own `torchrun_refusal` is its one-line reason, given before any method of the command runs."
+    script = tmp_path / 'refuse.py'
+    script.write_text(
+        "import sys\nfrom cil_nb.learner import Method, register\nfrom cil_nb.cli import cil_nb_run\n"
+        "@register\nclass Whole(Method):\n    name, torchrun_refusal = 'whole', 'its step needs every image of a batch in one process'\n"
+        "cil_nb_run(sys.argv[1:])\n")
+    p = torchrun(script, '--method', 'icarl,whole', '--dataset', 'synthetic', '--epochs', '1', '--device', 'cpu', '--out', tmp_path / 'runs')
     assert p.returncode != 0
-    assert 'cil_nb_run: error: foster trains outside the shared loop' in p.stderr
-    assert not list(tmp_path.glob('*/results.json'))   # refused before any method ran, icarl included
+    assert 'cil_nb_run: error: whole does not run under torchrun (its step needs every image of a batch in one process)' in p.stderr
+    assert not list(tmp_path.glob('runs/*/results.json'))   # refused before any method ran, icarl included

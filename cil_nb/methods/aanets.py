@@ -168,7 +168,6 @@ class AANetsConfig(Config):
 class AANets(Method):
     "Adaptive Aggregation Networks: stable + plastic block per level, weights learnt on a balanced subset; LUCIR or iCaRL host."
     name, Config = 'aanets', AANetsConfig
-    own_loop = "alternating block and aggregation-weight passes"   # trained outside the shared loop (why torchrun is refused)
     def __init__(self, config: AANetsConfig | None = None, **kw):
         super().__init__(config, **kw)
         c = self.cfg
@@ -247,47 +246,33 @@ class AANets(Method):
         opt = torch.optim.SGD(groups, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
         return opt, make_schedule(opt, self.cfg, self.epochs(p), steps_per_epoch)
 
-    def _batches(self, x, y, seed):
-        bs = self.cfg.batch_size
-        return Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=seed)
     def fit_phase(self, p: Phase, progress=None) -> dict:
-        "Each epoch: one pass of the host loss over new data + exemplars (blocks), one of CE over the balanced subset (weights)."
+        "Each epoch in the engine: one pass of the host loss over new data + exemplars (the blocks), then `alpha_pass`."
         x, y = self.training_data(p); self.fit_x = x   # (the images BatchNorm is re-estimated on afterwards)
-        batches = self._batches(x, y, self.seed * 1000 + p.t)
+        batches = self.batches(x, y, self.seed * 1000 + p.t)
         opt, sched = self.optimizer(p, len(batches))
-        learn_alpha = p.t > 0 and self.alpha_lr > 0
-        if learn_alpha:
-            alpha = self.model.backbone.alpha
-            bal = Batches(*self.balanced, None, self.cfg.batch_size, aug=self.aug, seed=self.seed * 1000 + p.t + 500)
-            aopt = torch.optim.SGD([alpha], lr=self.alpha_lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
-            acfg = self.cfg.replace(schedule='cosine') if self.cfg.schedule == 'onecycle' else self.cfg   # no warm-up for a few steps
-            asched = make_schedule(aopt, acfg, self.epochs(p), len(bal))
+        self.alpha_images = 0
+        after = self.alpha_pass(p) if p.t > 0 and self.alpha_lr > 0 else None
         if self.model.dual: self.model.backbone.alpha.requires_grad_(False)   # the block pass leaves the weights alone
-        hist, n_img = [], 0
-        for ep in range(self.epochs(p)):
-            self.model.train()
-            sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
-            for xb, yb in batches:
-                if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-                with self.autocast(): total, parts = self.loss(xb, yb)
-                opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
-                for k, v in parts.items(): sums[k] += v.detach().float()
-                sums['loss'] += total.detach().float(); nb += 1; n_img += len(yb)
-            row = {k: v.item() / max(nb, 1) for k, v in sums.items()}
-            if learn_alpha:
-                self.model.eval(); alpha.requires_grad_(True); s, na = torch.zeros((), device=self.device), 0
-                for xb, yb in bal:
-                    if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-                    with self.autocast(): ce = F.cross_entropy(self.model(xb), yb)
-                    alpha.grad, = torch.autograd.grad(ce, [alpha])
-                    aopt.step(); asched.step(); s += ce.detach().float(); na += 1; n_img += len(yb)
-                    if self.clamp: self.model.backbone.project()
-                alpha.requires_grad_(False); alpha.grad = None
-                row['alpha_ce'] = s.item() / max(na, 1)
-            hist.append(row)
-            if progress is not None: progress(ep, hist[-1])
+        hist, n = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, after_epoch=after, progress=progress)
         if self.model.dual: self.model.backbone.alpha.requires_grad_(True)
-        return {'history': hist, 'images': n_img}
+        return {'history': hist, 'images': n + self.alpha_images}
+
+    def alpha_pass(self, p: Phase):
+        "After each block epoch: one engine pass of CE over the balanced subset that moves the aggregation weights alone (BatchNorm in eval mode)."
+        alpha = self.model.backbone.alpha
+        bal = self.batches(*self.balanced, self.seed * 1000 + p.t + 500, drop_last=False)
+        aopt = torch.optim.SGD([alpha], lr=self.alpha_lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+        acfg = self.cfg.replace(schedule='cosine') if self.cfg.schedule == 'onecycle' else self.cfg   # no warm-up for a few steps
+        asched = make_schedule(aopt, acfg, self.epochs(p), len(bal))
+        ce = lambda xb, yb: (F.cross_entropy(self.model(xb), yb), {})
+        def after_epoch(ep, row):
+            self.model.eval(); alpha.requires_grad_(True)
+            h, n = fit_epochs(self, p, aopt, asched, bal, ce, 1, name='alpha', ep0=ep, wrt=[alpha],
+                              after_step=self.model.backbone.project if self.clamp else None)
+            alpha.requires_grad_(False); alpha.grad = None
+            row['alpha_ce'] = h[0]['loss']; self.alpha_images += n
+        return after_epoch
 
     # ---- records: the weights of every level after each phase, what the network stores, the memory
     def record(self, extras: dict, p: Phase) -> dict:

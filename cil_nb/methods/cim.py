@@ -228,7 +228,6 @@ class FosterConfig(Config):
 class Foster(Method):
     "FOSTER: boost a new backbone beside the frozen old one, then compress both into one by balanced KD."
     name, Config = 'foster', FosterConfig
-    own_loop = "boosting, then compression"   # trained outside the shared loop (why torchrun is refused)
     def setup(self, *a, **kw):
         super().setup(*a, **kw)
         c = self.cfg
@@ -279,30 +278,21 @@ class Foster(Method):
     def after_epoch(self, p, stage, ep, epochs, x, y, g, lr): pass
 
     def train_stage(self, p, stage: str, net, x, y, epochs: int, loss_fn, lr: float, wd: float, progress=None, ep0: int = 0):
-        "Train `net`'s trainable parameters on stored images `x` for `epochs` with `loss_fn`; returns per-epoch histories."
-        params = [q for q in net.parameters() if q.requires_grad]
-        opt = torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=wd)
+        "One stage (base, boost or compress) in the engine: `net`'s trainable parameters on stored `x`, `y` with `loss_fn`; returns (histories, images)."
+        opt = torch.optim.SGD([q for q in net.parameters() if q.requires_grad], lr=lr, momentum=self.cfg.momentum, weight_decay=wd)
         bs, n = self.cfg.batch_size, len(x)
         nb = n // bs if n > bs else 1
         sched = make_schedule(opt, self.cfg, epochs, nb)
         g = torch.Generator(device=self.device); g.manual_seed(self.seed * 1000 + p.t * 10 + len(stage))
-        hist, n_img = [], 0
-        for ep in range(epochs):
-            self.before_epoch(p, stage, ep, epochs); net.train()     # (before_epoch may run the model in eval mode)
+        def batches(ep):
             perm = torch.randperm(n, generator=g, device=self.device)
-            sums, k = defaultdict(lambda: torch.zeros((), device=self.device)), 0
             for i in range(nb):
                 b = perm[i * bs:(i + 1) * bs]
                 xb = self.aug(self.batch_images(x, b, stage, ep, epochs, g), g, True)
-                if self.use_channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-                with self.autocast(): total, parts = loss_fn(xb, y[b])
-                opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
-                for kk, v in parts.items(): sums[kk] += v.detach().float()
-                sums['loss'] += total.detach().float(); k += 1; n_img += len(b)
-            self.after_epoch(p, stage, ep, epochs, x, y, g, opt.param_groups[0]['lr'])
-            hist.append({kk: v.item() / max(k, 1) for kk, v in sums.items()})
-            if progress is not None: progress(ep0 + ep, hist[-1])
-        return hist, n_img
+                yield (xb.contiguous(memory_format=torch.channels_last) if self.use_channels_last else xb), y[b]
+        return fit_epochs(self, p, opt, sched, batches, loss_fn, epochs, net=net, ep0=ep0, progress=progress,
+                          before_epoch=lambda ep: self.before_epoch(p, stage, ep, epochs),
+                          after_epoch=lambda ep, row: self.after_epoch(p, stage, ep, epochs, x, y, g, opt.param_groups[0]['lr']))
 
     def fit_phase(self, p: Phase, progress=None) -> dict:
         x, y = self.training_data(p); c = self.cfg; self.fit_x = x
@@ -465,7 +455,6 @@ class CIMConfig(FosterConfig):
 class CIM(Foster):
     "FOSTER with CIM's compressed exemplars: CAM boxes, budget-aware herding, a bilevel-trained rational mask model."
     name, Config = 'cim', CIMConfig
-    own_loop = "FOSTER's boosting and compression with a bilevel mask step"   # trained outside the shared loop (why torchrun is refused)
     def setup(self, scenario, device, seed: int = 0):
         super().setup(scenario, device, seed); c = self.cfg
         check(c.mask in ('cim', 'cam'), f"mask must be 'cim' (learned mask model) or 'cam' (fixed-tau CAM), got {c.mask!r}")
@@ -530,8 +519,8 @@ class CIM(Foster):
     def meta_stage(self, p: Phase) -> str:
         "The stage whose epochs end with bilevel steps on phi: phase 0's training, then compression or boosting (`mask_stage`)."
         return 'base' if p.t == 0 else self.cfg.mask_stage
-    def meta_step(self, xb, yb, xb2, yb2, lr_inner: float, opt, clip: float, stage: str = 'compress') -> dict:
-        "One unrolled bilevel update of the rational activations (on the teacher, with the boosting loss inside, when `stage='boost'`); returns the losses."
+    def meta_loss(self, xb, yb, xb2, yb2, lr_inner: float, stage: str = 'compress') -> tuple:
+        "The unrolled bilevel objective of the rational activations phi (on the teacher, with the boosting loss inside, when `stage='boost'`) and its parts."
         c, boost = self.cfg, stage == 'boost'
         mn = self.teacher_masknet() if boost else self.masknet
         mn.train(c.lookahead_bn == 'train')        # BatchNorm: batch statistics, or (eval) the running ones
@@ -546,24 +535,27 @@ class CIM(Foster):
         theta_plus = {k: v - lr_inner * gr for (k, v), gr in zip(theta.items(), grads)}
         z_out = functional_call(mn, {**bufs, **theta_plus}, (xb2,), {'rational': False})[0]
         outer, div, reg = F.cross_entropy(z_out, yb2), F.cross_entropy(z_r, yb), cam.pow(2).mean()
-        total = outer + c.div_coef * div + c.reg_coef * reg
-        phi = mn.phi()
-        for q, gr in zip(phi, torch.autograd.grad(total, phi)): q.grad = gr
-        torch.nn.utils.clip_grad_norm_(phi, clip); opt.step(); opt.zero_grad(set_to_none=True)
-        return {'inner': inner.item(), 'outer': outer.item(), 'div': div.item(), 'reg': reg.item(), 'cam_mean': cam.mean().item()}
+        return outer + c.div_coef * div + c.reg_coef * reg, {'inner': inner, 'outer': outer, 'div': div, 'reg': reg, 'cam_mean': cam.mean()}
+
+    def mask_steps(self, p, batches, lr_inner: float, opt, sched, clip: float, stage: str = 'compress', ep: int = 0) -> dict:
+        "Bilevel updates of phi, one a batch of `batches` (tuples xb, yb, xb2, yb2), in the engine (an inner loop, `name='mask'`); returns the last one's losses."
+        last = {}
+        def loss(*b): total, parts = self.meta_loss(*b, lr_inner, stage); last.update(parts); return total, parts
+        fit_epochs(self, p, opt, sched, batches, loss, 1, name='mask', ep0=ep, wrt=self.masknet.phi(), clip=clip, amp=False)
+        return {k: v.item() for k, v in last.items()}
 
     def after_epoch(self, p, stage, ep, epochs, x, y, g, lr):
+        "The mask step: `meta_iters` a new class of bilevel updates of phi, in the engine (an inner loop, `name='mask'`), after each epoch of the meta stage."
         if not self.rational or stage != self.meta_stage(p): return
-        c = self.cfg; n_iter = max(1, math.ceil(c.meta_iters * len(p.classes)))
+        c = self.cfg; n_iter = max(1, math.ceil(c.meta_iters * len(p.classes))); h = c.meta_batch
         if ep == 0:
             self.meta_opt = torch.optim.Adam(self.masknet.phi(), lr=c.meta_lr, weight_decay=c.meta_wd)
             self.meta_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.meta_opt, max(1, epochs * n_iter))
-        clip = c.clip * (math.sqrt(2) if p.t > 0 else 1.)
-        for _ in range(n_iter):
-            i = torch.randint(0, len(x), (2 * c.meta_batch,), generator=g, device=self.device)
-            xa = self.aug(x[i], g, True); ya = y[i]; h = c.meta_batch
-            log = self.meta_step(xa[:h], ya[:h], xa[h:], ya[h:], lr * c.lr_ratio, self.meta_opt, clip, stage)
-            self.meta_sched.step()
+        def batches():
+            for _ in range(n_iter):
+                i = torch.randint(0, len(x), (2 * h,), generator=g, device=self.device)
+                xa = self.aug(x[i], g, True); yield xa[:h], y[i][:h], xa[h:], y[i][h:]
+        log = self.mask_steps(p, batches(), lr * c.lr_ratio, self.meta_opt, self.meta_sched, c.clip * (math.sqrt(2) if p.t > 0 else 1.), stage, ep)
         self.meta_log.append({'phase': p.t, 'stage': stage, 'epoch': ep, **log})
 
     # -- the memory at the end of a phase

@@ -272,7 +272,6 @@ class CIConfig(Config):
 class ClassImpression(Method):
     "Data-free CIL: mean images + synthesised class impressions replayed with LUCIR losses and IdC."
     name, Config, uses_memory = 'class_impression', CIConfig, False
-    own_loop = "image synthesis and a weighted sampler"   # trained outside the shared loop (why torchrun is refused)
 
     def setup(self, scenario, device, seed=0):
         super().setup(scenario, device, seed)
@@ -393,26 +392,17 @@ class ClassImpression(Method):
         g = torch.Generator(device='cpu').manual_seed(self.seed * 1000 + p.t)
         steps = max(1, n_draw // bs) if n_draw > bs else 1
         opt, sched = self.optimizer(p, steps)
-        hist, n_img = [], 0
-        for ep in range(self.epochs(p)):
-            self.model.train()
+        def batches(ep):   # an epoch: n_draw images drawn by the weighted sampler, and half a batch of targets for IDC
             idx = torch.multinomial(w, n_draw, replacement=True, generator=g) if w is not None else torch.randperm(len(y), generator=g)
-            batches = Batches(x, y, idx.to(self.device), bs, shuffle=False, aug=self.aug, drop_last=n_draw > bs, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
+            bt = Batches(x, y, idx.to(self.device), bs, shuffle=False, aug=self.aug, drop_last=n_draw > bs, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
             self.fit_x = x[idx.to(self.device)]   # BatchNorm is re-estimated on a draw of the sampler, as trained (`refresh_bn`)
             self.fit_t = tx if use_t else None
             self.s_cent = self.t_cent = torch.zeros(n_seen, n_seen, device=self.device)
-            sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
-            for xb, yb in batches:
-                xt = None
-                if use_t:
-                    ti = torch.randint(0, len(tx), (max(1, bs // 2),), generator=g).to(self.device)
-                    xt = self.aug.normalize(tx[ti])
-                with self.autocast(): total, parts = self.loss(xb, yb, xt)
-                opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
-                for k, v in parts.items(): sums[k] += v.detach().float()
-                sums['loss'] += total.detach().float(); nb += 1; n_img += len(yb)
-            hist.append({k: v.item() / max(nb, 1) for k, v in sums.items()})
-            if progress is not None: progress(ep, hist[-1])
+            for xb, yb in bt:
+                if not use_t: yield xb, yb; continue
+                ti = torch.randint(0, len(tx), (max(1, bs // 2),), generator=g).to(self.device)
+                yield xb, yb, self.aug.normalize(tx[ti])
+        hist, n_img = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, progress=progress)
         return {'history': hist, 'images': n_img}
 
     def after_phase(self, p: Phase):

@@ -244,7 +244,6 @@ class GeniferConfig(Config):
 class Genifer(Method):
     "Generative feature-driven image replay (Thandiackal et al., IVC 2024): no exemplars, a feature-driven conditional GAN."
     name, Config, uses_memory = 'genifer', GeniferConfig, False
-    own_loop = "a GAN after each phase"   # trained outside the shared loop (why torchrun is refused)
 
     def setup(self, scenario, device, seed=0):
         super().setup(scenario, device, seed)
@@ -288,33 +287,32 @@ class Genifer(Method):
         return self._fit_replay(p, progress)
 
     def _fit_replay(self, p, progress):
+        "In the engine: each batch, `gen_ratio` of it generated old-class images (with the old model's logits and features as targets), the rest new images."
         cfg = self.cfg; bs = cfg.batch_size
         n_gen = max(1, round(bs * cfg.gen_ratio)); n_real = max(1, bs - n_gen)
         x, y = self.train_x[p.train_idx], self.train_y[p.train_idx]; self.fit_x = x
-        batches = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t)
-        opt, sched = self.optimizer(p, len(batches))
-        self.G_ema.eval(); hist, n_img = [], 0
-        for ep in range(self.epochs(p)):
-            self.model.train()
-            sums, nb = defaultdict(lambda: torch.zeros((), device=self.device)), 0
-            for xb, yb in batches:
-                xb, yb = xb[:n_real], yb[:n_real]
+        real = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t)
+        opt, sched = self.optimizer(p, len(real))
+        self.G_ema.eval()
+        def batches(ep):
+            for xb, yb in real:
                 with torch.no_grad():
                     yg = torch.randint(0, p.n_old, (n_gen,), device=self.device)
                     xg = self.aug(self.G_ema.sample(yg))          # pad-crop (+ flip) and normalise, like real images
                     ref_logits, ref_mid = forward_mid(self.old_model, xg, cfg.feat_layer)
-                with self.autocast():
-                    logits, mid = forward_mid(self.model, torch.cat([xg, xb]), cfg.feat_layer)
-                    ce = F.cross_entropy(logits[n_gen:], yb)
-                    kd = kd_sep(logits[:n_gen].float(), ref_logits.float(), cfg.T)
-                    fl = feat_l2(mid[:n_gen].float(), ref_mid.float())
-                    total = cfg.ce_w * ce + cfg.kd_w * kd + cfg.feat_w * fl
-                opt.zero_grad(set_to_none=True); total.backward(); opt.step(); sched.step()
-                for k, v in (('ce', ce), ('kd', kd), ('feat', fl), ('loss', total)): sums[k] += v.detach().float()
-                nb += 1; n_img += len(yb) + n_gen
-            hist.append({k: v.item() / max(nb, 1) for k, v in sums.items()})
-            if progress is not None: progress(ep, hist[-1])
+                yield xb[:n_real], yb[:n_real], xg, ref_logits, ref_mid
+        hist, n_img = fit_epochs(self, p, opt, sched, batches, self.replay_loss, self.epochs(p), net=self.model,
+                                 count=lambda b: len(b[1]) + len(b[2]), progress=progress)
         return {'history': hist, 'images': n_img}
+
+    def replay_loss(self, xb, yb, xg, ref_logits, ref_mid):
+        "CE on the new images; on the generated ones, KD to the old model's logits and L2 to its features at `feat_layer`."
+        cfg, n_gen = self.cfg, len(xg)
+        logits, mid = forward_mid(self.model, torch.cat([xg, xb]), cfg.feat_layer)
+        ce = F.cross_entropy(logits[n_gen:], yb)
+        kd = kd_sep(logits[:n_gen].float(), ref_logits.float(), cfg.T)
+        fl = feat_l2(mid[:n_gen].float(), ref_mid.float())
+        return cfg.ce_w * ce + cfg.kd_w * kd + cfg.feat_w * fl, {'ce': ce, 'kd': kd, 'feat': fl}
 
     def bn_images(self, p):
         "As trained on: the new images, and after phase 0 generated old-class images in the batches' ratio (own latents, not the run's random stream)."
