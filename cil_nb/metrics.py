@@ -13,7 +13,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['average_incremental_accuracy', 'last_accuracy', 'average_forgetting', 'backward_transfer', 'CILMetrics',
-           'plot_accuracy_matrix', 'plot_curves']
+           'plot_accuracy_matrix', 'plot_curves', 'small_cnn', 'train_independent']
 
 # %% ../nbs/03_metrics.ipynb #9f77efab
 def _mean(a) -> float:
@@ -228,3 +228,38 @@ def plot_curves(runs: dict, # label -> `CILMetrics`, or label -> (n_seen, acc) s
     ax.grid(alpha=0.3); ax.legend(title='run (avg. inc. acc.)', fontsize='small')
     if title: ax.set_title(title)
     return ax
+
+# %% ../nbs/03_metrics.ipynb #40a7293e
+import torch.nn as nn
+import torch.nn.functional as F
+
+def small_cnn(channels: int, n_classes: int):
+    "A small independent classifier (three 3x3 conv-BN-ReLU stages, 16/32/64 channels, global pool, linear) for judging generated images."
+    blk = lambda i, o: [nn.Conv2d(i, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+    return nn.Sequential(*blk(channels, 16), nn.MaxPool2d(2), *blk(16, 32), nn.MaxPool2d(2), *blk(32, 64),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
+
+def train_independent(x, y, n_classes: int, epochs: int = 15, batch: int = 64, seed: int = 0, device='cpu',
+                      lr: float = 3e-3, pad: int = 2, flip: bool = False):
+    """Train `small_cnn` on images `x` (uint8 or [0, 1]) with labels `y` < n_classes: Adam with a one-cycle rate peaking
+    at `lr`, each batch shifted by a random pad-and-crop of up to `pad` px (and flipped half the time where `flip`),
+    seeded; returns it in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).to(device); y = y.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed); net = small_cnn(x.shape[1], n_classes).to(device)
+    H, W = x.shape[-2:]; steps = epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= 2)
+    opt = torch.optim.Adam(net.parameters(), lr / 25)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, steps)); net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g).to(device)
+        for i in range(0, len(x), batch):
+            j = perm[i:i + batch]
+            if len(j) < 2: continue
+            xb = x[j]
+            if pad > 0:
+                dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+                xb = F.pad(xb, (pad,) * 4)[:, :, dy:dy + H, dx:dx + W]
+            if flip and torch.rand(1, generator=g).item() < 0.5: xb = xb.flip(3)
+            loss = F.cross_entropy(net(xb), y[j]); opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+    return net.eval()

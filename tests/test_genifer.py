@@ -93,7 +93,8 @@ def test_cli_records_diversity_and_independent_accuracy(tmp_path):
 
 def test_mode_seeking_and_measures():
     "The mode-seeking term is small for varied pairs and large for identical ones; mean_pairwise is the mean distinct-pair distance."
-    from cil_nb.methods.genifer import mode_seeking, mean_pairwise, train_independent
+    from cil_nb.methods.genifer import mode_seeking, mean_pairwise
+    from cil_nb.metrics import train_independent
     z = torch.randn(8, 4); same = torch.rand(1, 1, 4, 4).expand(8, 1, 4, 4)
     assert mode_seeking(same, z) > 100 * mode_seeking(torch.rand(8, 1, 4, 4), z)
     x = torch.tensor([[0., 0.], [3., 4.]]); assert abs(mean_pairwise(x) - 5.0) < 1e-6

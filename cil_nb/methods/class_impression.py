@@ -103,8 +103,9 @@ def synthesize(model: nn.Module,          # frozen model (eval mode) taking norm
                mean_std=None,             # (mean, std) lists used to normalise; default: no normalisation
                flip: bool = False,        # may images be flipped (the data set allows it)? and-ed with `cfg.flip`
                snapshots=(),              # iterations at which to keep a copy of the first batch
-               seed: int = 0):
-    "Class impressions of `class_ids`: (images in [0, 1], history of the loss terms per iteration)."
+               seed: int = 0,
+               report=None):              # `report(batch, losses)` after each batch's iterations (the engine's after_inner)
+    "Class impressions of `class_ids`: (images in [0, 1], history of the loss terms per iteration); an inner loop of Adam steps on the pixels."
     cfg = cfg or SynthConfig()
     class_ids = [int(c) for c in class_ids]
     check(len(class_ids) > 0, 'synthesize needs at least one class id')
@@ -155,6 +156,7 @@ def synthesize(model: nn.Module,          # frozen model (eval mode) taking norm
                 if log_every and (it + 1) % log_every == 0 and b == 0:
                     print(f'batch {b} iter {it + 1:5d}  loss {lv:.3f}  ce {ce.item():.3f}  bn {bn.item():.3f}  tv {tv.item():.2f}  l2 {l2.item():.2f}')
             out[idx] = best_x.cpu()
+            if report is not None: report(b + 1, {'loss': lv, 'best': best})
     finally:
         hooks.remove()
         for p, r in zip(model.parameters(), req): p.requires_grad_(r)
@@ -328,7 +330,8 @@ class ClassImpression(Method):
         if p.t == 0: return x, y
         t0 = time.perf_counter()
         syn, h = synthesize(self.old_model, range(p.n_old), self.mean_images[:p.n_old], self.cfg.synth, self.device,
-                            mean_std=self.data.mean_std(), flip=self.data.flip, seed=self.seed * 1000 + p.t)
+                            mean_std=self.data.mean_std(), flip=self.data.flip, seed=self.seed * 1000 + p.t,
+                            report=lambda b, l: self.emit('after_inner', p, 'synthesis', b, l))
         dt = time.perf_counter() - t0
         with torch.no_grad():
             acc = float((self.old_model(self.prep(syn)).argmax(1).cpu() == h['labels']).float().mean())

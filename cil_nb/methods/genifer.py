@@ -15,11 +15,11 @@ from ..core import *
 from ..data import *
 from ..models import *
 from ..learner import *
+from ..metrics import *
 
 # %% auto #0
 __all__ = ['diff_augment', 'CondGenerator', 'FeatDiscriminator', 'PixDiscriminator', 'mid_features', 'forward_mid', 'kd_sep',
-           'feat_l2', 'r1_penalty', 'mode_seeking', 'mean_pairwise', 'small_cnn', 'train_independent', 'GeniferConfig',
-           'Genifer']
+           'feat_l2', 'r1_penalty', 'mode_seeking', 'mean_pairwise', 'GeniferConfig', 'Genifer']
 
 # %% ../../nbs/13_methods.genifer.ipynb #9ce63157
 def diff_augment(x, translation: float = 0.125, cutout: float = 0.5, color: bool = True):
@@ -155,37 +155,6 @@ def mean_pairwise(x):
     check(len(x) >= 2, f'mean_pairwise needs at least two images, got {len(x)}')
     x = x.flatten(1).float(); n = len(x)
     return (torch.cdist(x, x).sum() / (n * (n - 1))).item()
-
-def small_cnn(channels: int, n_classes: int):
-    "A small independent classifier (three 3x3 conv-BN-ReLU stages, 16/32/64 channels, global pool, linear) for judging generated images."
-    blk = lambda i, o: [nn.Conv2d(i, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-    return nn.Sequential(*blk(channels, 16), nn.MaxPool2d(2), *blk(16, 32), nn.MaxPool2d(2), *blk(32, 64),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, n_classes))
-
-def train_independent(x, y, n_classes: int, epochs: int = 15, batch: int = 64, seed: int = 0, device='cpu',
-                      lr: float = 3e-3, pad: int = 2, flip: bool = False):
-    """Train `small_cnn` on images `x` (uint8 or [0, 1]) with labels `y` < n_classes: Adam with a one-cycle rate peaking
-    at `lr`, each batch shifted by a random pad-and-crop of up to `pad` px (and flipped half the time where `flip`),
-    seeded; returns it in eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).to(device); y = y.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); net = small_cnn(x.shape[1], n_classes).to(device)
-    H, W = x.shape[-2:]; steps = epochs * sum(1 for i in range(0, len(x), batch) if len(x) - i >= 2)
-    opt = torch.optim.Adam(net.parameters(), lr / 25)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, steps)); net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g).to(device)
-        for i in range(0, len(x), batch):
-            j = perm[i:i + batch]
-            if len(j) < 2: continue
-            xb = x[j]
-            if pad > 0:
-                dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
-                xb = F.pad(xb, (pad,) * 4)[:, :, dy:dy + H, dx:dx + W]
-            if flip and torch.rand(1, generator=g).item() < 0.5: xb = xb.flip(3)
-            loss = F.cross_entropy(net(xb), y[j]); opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-    return net.eval()
 
 # %% ../../nbs/13_methods.genifer.ipynb #4233a8c5
 @dataclass
@@ -339,7 +308,7 @@ class Genifer(Method):
                                              for c in range(p.n_seen)])
 
     def train_gan(self, p, steps: int | None = None) -> dict:
-        "Train G and D against the frozen classifier's middle features; returns the loss curves and the speed."
+        "An inner loop (not the classifier's): train G and D against the frozen classifier's middle features; returns the loss curves and the speed."
         cfg, dev = self.cfg, self.device
         steps = self.gan_steps(p) if steps is None else steps
         clf = copy_frozen(self.model)
@@ -405,6 +374,7 @@ class Genifer(Method):
             self._ema_step(B)
             log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach()); log['ms'].append(ms.detach()); log['cls'].append(cls.detach())
             if do_r1: log['r1'].append(r1.detach())
+            if (step + 1) % 100 == 0 or step + 1 == steps: self.emit('after_inner', p, 'gan', step + 1, {'d': loss_d.item(), 'g': loss_g.item()})
         secs = time.perf_counter() - t0
         self.gan_trained = True
         out = {k: torch.stack(v).float().cpu().tolist() for k, v in log.items()}

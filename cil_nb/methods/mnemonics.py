@@ -147,8 +147,8 @@ def hypergradient(model, prep, ex, ex_y, qx, qy, steps: int = 5, lr: float = 0.1
     return out.detach(), g.detach()
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #134e9260
-def optimise_pixels(ex, value_and_grad, iters: int, lr: float = 0.01, betas: tuple = (0.9, 0.999)) -> tuple:
-    "T=`iters` Adam steps (`betas`) on images `ex` (float in [0, 1]) along `value_and_grad(ex, i) -> (loss, grad)`, clamped to [0, 1]."
+def optimise_pixels(ex, value_and_grad, iters: int, lr: float = 0.01, betas: tuple = (0.9, 0.999), report=None) -> tuple:
+    "An inner loop of T=`iters` Adam steps (`betas`) on images `ex` (float in [0, 1]) along `value_and_grad(ex, i) -> (loss, grad)`, clamped to [0, 1]; `report(i, losses)` after each."
     ex = ex.detach().clone().float().requires_grad_()
     opt = torch.optim.Adam([ex], lr=lr, betas=tuple(betas)); hist = []
     for i in range(iters):
@@ -157,6 +157,7 @@ def optimise_pixels(ex, value_and_grad, iters: int, lr: float = 0.01, betas: tup
         ex.grad = g; opt.step()
         with torch.no_grad(): ex.clamp_(0, 1)
         hist.append(float(loss))
+        if report is not None: report(i + 1, {'outer': hist[-1]})
     return ex.detach(), hist
 
 def query_sampler(qx, qy, batch: int, seed: int = 0):
@@ -304,7 +305,7 @@ class Mnemonics(LUCIR, ICaRL):
                 means = class_means(m.features, self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
                 vg = released_objective(m, self.prep, ey, qx, qy, means, cfg.outer_batch, seed)
         betas = V1_BETAS if cfg.objective == 'v1' else (0.9, 0.999)
-        ex, hist = optimise_pixels(ex, vg, cfg.outer_iters, cfg.outer_lr, betas)
+        ex, hist = optimise_pixels(ex, vg, cfg.outer_iters, cfg.outer_lr, betas, lambda i, l: self.emit('after_inner', p, 'exemplars', i, l))
         new_s = time.perf_counter() - t0
         final = float(vg(ex, 0)[0])     # the first update's query batch again: before vs after on the same images
         self._store(new, ex, ey)
