@@ -10,9 +10,15 @@ __all__ = []
 try:
     from cil_nb.core import *
     from cil_nb.data import *
+    from cil_nb.store import *
+    from cil_nb.batches import *
+    from cil_nb.folders import *
     from cil_nb.models import *
     from cil_nb.metrics import *
     from cil_nb.memory import *
+    from cil_nb.config import *
+    from cil_nb.engine import *
+    from cil_nb.distributed import *
     from cil_nb.learner import *
     from cil_nb.methods.baselines import *
     from cil_nb.methods.mnemonics import Mnemonics, MnemonicsConfig

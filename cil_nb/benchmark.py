@@ -12,8 +12,14 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .core import *
 from .data import *
+from .store import *
+from .batches import *
+from .folders import *
 from .metrics import *
 from .memory import *
+from .config import *
+from .engine import *
+from .distributed import *
 from .learner import *
 from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
 

@@ -11,9 +11,15 @@ import matplotlib
 import matplotlib.pyplot as plt
 from .core import *
 from .data import *
+from .store import *
+from .batches import *
+from .folders import *
 from .memory import Budget
 from .models import BACKBONES
 from .metrics import *
+from .config import *
+from .engine import *
+from .distributed import *
 from .learner import *
 import cil_nb.methods
 

@@ -43,7 +43,7 @@ def test_every_method_ends_its_phase_with_reestimated_statistics(name):
 
 def test_foster_reestimates_its_teacher_before_distilling():
     "FOSTER's boosted teacher is the compression's target: its new backbone's statistics are re-estimated after boosting."
-    import cil_nb.methods.cim as cim
+    import cil_nb.methods.foster as cim   # FOSTER lives in its own module
     calls = []
     orig = cim.reestimate_bn
     cim.reestimate_bn = lambda net, *a, **k: (calls.append(type(net).__name__), orig(net, *a, **k))[1]

@@ -5,6 +5,9 @@ from PIL import Image
 import cil_nb.data as cd
 from cil_nb.core import CILError
 from cil_nb.data import *
+from cil_nb.store import *
+from cil_nb.batches import *
+from cil_nb.folders import *
 
 def test_shipped_sets():
     d = load_dataset('digits')   # 8x8 up-sampled to 16x16 by default, so ci_net (>= 13 px) fits

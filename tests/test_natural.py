@@ -6,6 +6,9 @@ import numpy as np, pytest, torch
 from conftest import console
 from cil_nb.core import CILError
 from cil_nb.data import *
+from cil_nb.store import *
+from cil_nb.batches import *
+from cil_nb.folders import *
 from cil_nb.models import *
 
 ENV = {**os.environ, 'IN_TEST': '1', 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}

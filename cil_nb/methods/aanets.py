@@ -13,8 +13,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..core import *
 from ..data import *
+from ..store import *
+from ..batches import *
+from ..folders import *
 from ..models import *
 from ..memory import *
+from ..config import *
+from ..engine import *
+from ..distributed import *
 from ..learner import *
 from .baselines import LUCIR, ICaRL, LUCIRConfig, ICaRLConfig, HOSTS, resolve_host, set_rows
 

@@ -11,8 +11,14 @@ import torch
 import torch.nn.functional as F
 from ..core import *
 from ..data import *
+from ..store import *
+from ..batches import *
+from ..folders import *
 from ..models import *
 from ..memory import *
+from ..config import *
+from ..engine import *
+from ..distributed import *
 from ..learner import *
 
 # %% auto #0

@@ -14,15 +14,21 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from ..core import *
 from ..data import *
+from ..store import *
+from ..batches import *
+from ..folders import *
 from ..models import *
 from ..memory import *
+from ..config import *
+from ..engine import *
+from ..distributed import *
 from ..learner import *
+from .foster import *
 
 # %% auto #0
 __all__ = ['down_up', 'box_mask', 'compress', 'full_boxes', 'memory_cost', 'boxes_from_maps', 'class_activation_map',
            'relu_rational_coeffs', 'Rational', 'relu_sites', 'rational_fmap', 'head_cam', 'MaskNet', 'minmax',
-           'effective_weights', 'soft_ce', 'FosterTeacher', 'FosterConfig', 'Foster', 'n_within_budget',
-           'select_within_budget', 'BoxMemory', 'TeacherMaskNet', 'CIMConfig', 'CIM']
+           'n_within_budget', 'select_within_budget', 'BoxMemory', 'TeacherMaskNet', 'CIMConfig', 'CIM']
 
 # %% ../../nbs/14_methods.cim.ipynb #e25b3080
 def down_up(x: torch.Tensor, eta: float = 4.0) -> torch.Tensor:
@@ -154,204 +160,6 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     "Each map (B, ...) scaled to [0, 1]."
     flat = maps.flatten(1); lo, hi = flat.min(1).values, flat.max(1).values
     return (maps - lo.view(-1, *[1] * (maps.ndim - 1))) / (hi - lo).clamp_min(1e-12).view(-1, *[1] * (maps.ndim - 1))
-
-# %% ../../nbs/14_methods.cim.ipynb #0f154a85
-def effective_weights(counts, beta: float) -> torch.Tensor:
-    "Class-balanced weights (1 - beta) / (1 - beta^n_c), normalised to sum to the number of classes."
-    check(0 <= beta < 1, f'beta must be in [0, 1), got {beta}')
-    n = torch.as_tensor(counts, dtype=torch.float64).clamp_min(1)
-    w = (1 - beta) / (1 - beta ** n)
-    return (w / w.sum() * len(w)).float()
-
-def soft_ce(logits, ref_logits, T: float = 2.0, weights=None):
-    "Cross-entropy from softmax(ref/T) to softmax(logits/T); with `weights`, the target is re-weighted per class and renormalised (balanced KD)."
-    t = F.softmax(ref_logits.float() / T, 1)
-    if weights is not None: t = t * weights; t = t / t.sum(1, keepdim=True)
-    return -(t * F.log_softmax(logits.float() / T, 1)).sum(1).mean()
-
-class FosterTeacher(nn.Module):
-    "FOSTER's boosted model: the frozen old network beside a new backbone, one linear head over both, an auxiliary head on the new one."
-    def __init__(self, old: CILNet, n_new: int):
-        super().__init__()
-        check(isinstance(old.head, LinearHead), 'FOSTER needs the linear head (head="linear")')
-        self.old = copy_frozen(old)
-        self.new = copy.deepcopy(old.backbone)
-        for q in self.new.parameters(): q.requires_grad_(True)
-        d, n_old = old.out_dim, old.n_classes
-        dev = next(old.parameters()).device
-        self.head = LinearHead(2 * d).to(dev).grow(n_old).grow(n_new)
-        self.aux = LinearHead(d).to(dev).grow(n_old + n_new)
-        with torch.no_grad():
-            self.head.weights[0].zero_(); self.head.weights[0][:, :d] = torch.cat(list(old.head.weights))
-            self.head.biases[0].copy_(torch.cat(list(old.head.biases)))
-    def train(self, mode: bool = True):
-        super().train(mode); self.old.eval(); return self
-    @property
-    def n_old(self): return self.old.n_classes
-    def forward(self, x):
-        "Logits of the boosted model, of the auxiliary head, and of the old model."
-        with torch.no_grad(): f_old = self.old.backbone(x); z_old = self.old.head(f_old)
-        f_new = self.new(x)
-        return self.head(torch.cat([f_old, f_new.to(f_old.dtype)], 1)), self.aux(f_new), z_old
-    def features(self, x):
-        "The concatenated features [old, new] that the joint head reads (FOSTER's code herds on them and runs NME with them)."
-        with torch.no_grad(): f_old = self.old.backbone(x)
-        return torch.cat([f_old.float(), self.new(x).float()], 1)
-
-# %% ../../nbs/14_methods.cim.ipynb #1b8fd3aa
-@dataclass
-class FosterConfig(Config):
-    "FOSTER: linear head, boosting (beta1, KD at T) then balanced-KD compression (beta2), cosine schedule."
-    head: str = 'linear'
-    schedule: str = 'cosine'
-    base_epochs: int | None = 200       # phase 0 (plain cross-entropy)
-    epochs: int = 170                   # boosting epochs in later phases
-    compress_epochs: int = 130          # compression (distillation into one backbone) epochs
-    compress_lr: float | None = None    # default: lr
-    beta1: float = 0.94                 # class-balanced weights of the boosting loss (CIFAR B50: 0.94)
-    beta2: float = 0.97                 # ... and of the balanced KD
-    T: float = 2.0
-    lambda_okd: float = 1.0             # KD of the old logits while boosting
-    lambda_fe: float = 1.0              # the new backbone's auxiliary head
-    memory: int | None = None           # FOSTER's CIFAR configs keep 20 a class (memory_per_class 20, fixed_memory true):
-    per_class: int | None = 20          # 1,000 exemplars after phase 0 of B50, 2,000 at the end
-    autoaugment: str | None = 'cifar10' # FOSTER's CIFAR recipe: brightness 63/255, AutoAugment (CIFAR-10 policy), Cutout 16
-    cutout_size: int = 16
-    brightness: float = 63 / 255
-    alignment: str = 'counts'           # 'counts' or 'nominal': an old class in the class-balanced weights counts its exemplars, or the nominal memory a class (released code)
-    feature_net: str = 'student'        # 'student' or 'teacher': whose features herding and NME use after phase 0 (released code: the teacher, both backbones)
-    SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=12, beta1=0.97, memory=None, autoaugment=None,
-                                 cutout_size=0, brightness=0.0)
-    paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=20)   # CIFAR-100 B50 + 5 x 10, 20 a class
-
-@register
-class Foster(Method):
-    "FOSTER: boost a new backbone beside the frozen old one, then compress both into one by balanced KD."
-    name, Config = 'foster', FosterConfig
-    def setup(self, *a, **kw):
-        super().setup(*a, **kw)
-        c = self.cfg
-        check(c.head == 'linear', f'FOSTER needs the linear head, got head={c.head!r}')
-        check(0 <= c.beta1 < 1 and 0 <= c.beta2 < 1, f'beta1 and beta2 must be in [0, 1), got {c.beta1}, {c.beta2}')
-        check(c.compress_epochs >= 0, f'compress_epochs must be >= 0, got {c.compress_epochs}')
-        check(c.alignment in ('counts', 'nominal'), f"alignment must be 'counts' or 'nominal', got {c.alignment!r}")
-        check(c.feature_net in ('student', 'teacher'), f"feature_net must be 'student' or 'teacher', got {c.feature_net!r}")
-        self.teacher = None
-    @property
-    def heads(self): return ['cnn', 'nme']
-
-    def before_phase(self, p: Phase):
-        super().before_phase(p)               # old_model = frozen copy; the student's head grows
-        self.teacher = FosterTeacher(self.old_model, len(p.classes)) if p.t > 0 else None
-
-    def epochs(self, p: Phase) -> int:
-        base = self.cfg.base_epochs if self.cfg.base_epochs is not None else self.cfg.epochs
-        return base if p.t == 0 else self.cfg.epochs + self.cfg.compress_epochs
-
-    def class_counts(self, y, p: Phase) -> torch.Tensor:
-        "Training images a class in phase `p` (new data plus exemplars; a count, not PyCIL's sum of indices); with alignment='nominal', each old class counts as the memory a class."
-        n = torch.bincount(y, minlength=p.n_seen).to(self.device)
-        if self.cfg.alignment == 'nominal': n[:p.n_old] = self.budget.per_class_after(p.n_old)
-        return n
-
-    # -- the three losses
-    def ce_loss(self, x, y):
-        ce = F.cross_entropy(self.model(x), y); return ce, {'ce': ce}
-    def boost_terms(self, z, z_fe, z_old, y):
-        "The boosting loss from the teacher's three outputs (also the inner loss of CIM's look-ahead with mask_stage='boost')."
-        c = self.cfg
-        ce = F.cross_entropy(z.float() / self.w1, y)
-        fe = c.lambda_fe * F.cross_entropy(z_fe.float(), y)
-        kd = c.lambda_okd * soft_ce(z[:, :z_old.shape[1]], z_old, c.T)
-        return ce + fe + kd, {'ce': ce, 'fe': fe, 'kd': kd}
-    def boost_loss(self, x, y): return self.boost_terms(*self.teacher(x), y)
-    def compress_loss(self, x, y):
-        with torch.no_grad(): zt = self.teacher(x)[0]
-        bkd = soft_ce(self.model(x), zt, self.cfg.T, self.w2)
-        return bkd, {'bkd': bkd}
-
-    # -- hooks the CIM subclass fills in
-    def batch_images(self, x, b, stage: str, ep: int, epochs: int, g):
-        "Stored images of batch `b` before augmentation (CIM compresses some new ones here)."
-        return x[b]
-    def before_epoch(self, p, stage, ep, epochs): pass
-    def after_epoch(self, p, stage, ep, epochs, x, y, g, lr): pass
-
-    def train_stage(self, p, stage: str, net, x, y, epochs: int, loss_fn, lr: float, wd: float, progress=None, ep0: int = 0):
-        "One stage (base, boost or compress) in the engine: `net`'s trainable parameters on stored `x`, `y` with `loss_fn`; returns (histories, images)."
-        opt = torch.optim.SGD([q for q in net.parameters() if q.requires_grad], lr=lr, momentum=self.cfg.momentum, weight_decay=wd)
-        bs, n = self.cfg.batch_size, len(x)
-        nb = n // bs if n > bs else 1
-        sched = make_schedule(opt, self.cfg, epochs, nb)
-        g = torch.Generator(device=self.device); g.manual_seed(self.seed * 1000 + p.t * 10 + len(stage))
-        def batches(ep):
-            perm = torch.randperm(n, generator=g, device=self.device)
-            for i in range(nb):
-                b = perm[i * bs:(i + 1) * bs]
-                xb = self.aug(self.batch_images(x, b, stage, ep, epochs, g), g, True)
-                yield (xb.contiguous(memory_format=torch.channels_last) if self.use_channels_last else xb), y[b]
-        return fit_epochs(self, p, opt, sched, batches, loss_fn, epochs, net=net, ep0=ep0, progress=progress,
-                          before_epoch=lambda ep: self.before_epoch(p, stage, ep, epochs),
-                          after_epoch=lambda ep, row: self.after_epoch(p, stage, ep, epochs, x, y, g, opt.param_groups[0]['lr']))
-
-    def fit_phase(self, p: Phase, progress=None) -> dict:
-        x, y = self.training_data(p); c = self.cfg; self.fit_x = x
-        lr = c.base_lr if p.t == 0 and c.base_lr is not None else c.lr
-        if p.t == 0:
-            h, n = self.train_stage(p, 'base', self.model, x, y, self.epochs(p), self.ce_loss, lr, c.weight_decay, progress)
-            return {'history': h, 'images': n}
-        counts = self.class_counts(y, p)
-        self.w1, self.w2 = effective_weights(counts, c.beta1).to(self.device), effective_weights(counts, c.beta2).to(self.device)
-        hb, nb_ = self.train_stage(p, 'boost', self.teacher, x, y, c.epochs, self.boost_loss, lr, c.weight_decay, progress)
-        if c.bn_refresh: reestimate_bn(self.teacher, x, self.bn_prep(p), self.autocast, c.eval_batch_size)   # the distillation target's statistics
-        self.teacher.eval()
-        hc, nc = self.train_stage(p, 'compress', self.model, x, y, c.compress_epochs, self.compress_loss,
-                                  c.compress_lr if c.compress_lr is not None else lr, 0., progress, ep0=c.epochs)
-        return {'history': hb + hc, 'images': nb_ + nc}
-
-    # -- the features of herding and NME
-    def feature_fn(self):
-        "The student's features, or with feature_net='teacher' (while a teacher exists: phases >= 1) the teacher's concatenated ones."
-        if self.cfg.feature_net == 'teacher' and self.teacher is not None: self.teacher.eval(); return self.teacher.features
-        return self.model.features
-    def after_phase(self, p: Phase):
-        "Herding (on `feature_fn`'s features) and the class means, as for every method."
-        self.model.eval()
-        update_memory(self.memory, self.budget, self.feature_fn(), self.train_x, self.train_y, p.train_idx, p.labels,
-                      p.n_seen, self.prep, self.cfg.selection)
-        self.update_means(p)
-    def update_means(self, p: Phase):
-        self.means = class_means(self.feature_fn(), self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
-    @torch.no_grad()
-    def predict_heads(self, x, heads) -> dict:
-        "As every method's; with feature_net='teacher' (and a teacher), `nme` runs on the teacher's features."
-        if self.cfg.feature_net == 'student' or self.teacher is None or 'nme' not in heads: return super().predict_heads(x, heads)
-        rest = [h for h in heads if h != 'nme']
-        out = super().predict_heads(x, rest) if rest else {}
-        fn, nme = self.feature_fn(), []
-        for xb in x.split(self.cfg.eval_batch_size):
-            with self.autocast(): nme.append(nme_predict(fn(self.prep(xb)).float(), self.means))
-        out['nme'] = torch.cat(nme)
-        return {h: out[h] for h in heads}
-
-    @torch.no_grad()
-    def extra_heads(self, p: Phase) -> dict:
-        "The teacher's predictions (in phase 0, the one network's); the teacher is dropped afterwards."
-        xt = self.test_x[p.test_idx]
-        if self.teacher is None: return {'teacher': self.predict(xt, 'cnn')}
-        self.teacher.eval()
-        out = []
-        for xb in xt.split(self.cfg.eval_batch_size):
-            with self.autocast(): out.append(self.teacher(self.prep(xb))[0].argmax(1))
-        self.teacher = None
-        return {'teacher': torch.cat(out)}
-
-    def record(self, extras: dict, p: Phase) -> dict:
-        n = self.memory.counts()
-        extras.setdefault('exemplars_per_class', []).append(sum(n.values()) / max(len(n), 1))
-        extras.setdefault('memory_per_class', []).append(self.memory_units() / max(len(n), 1))
-        return extras
-    def memory_units(self) -> float: return float(len(self.memory))
 
 # %% ../../nbs/14_methods.cim.ipynb #96bf623b
 def n_within_budget(costs: torch.Tensor, budget: float) -> int:

@@ -13,8 +13,14 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from ..core import *
 from ..data import *
+from ..store import *
+from ..batches import *
+from ..folders import *
 from ..models import *
 from ..memory import *
+from ..config import *
+from ..engine import *
+from ..distributed import *
 from ..learner import *
 from .baselines import *
 
