@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, asdict, fields
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
+import typing, types
 from typing import ClassVar, Literal
 import numpy as np
 import torch
@@ -31,8 +32,8 @@ __all__ = ['PRECISIONS', 'Config', 'parse_settings', 'cpu_bf16_native', 'resolve
 class Config:
     "Settings every method shares (the LUCIR-family CIFAR recipe); methods subclass it with their own."
     backbone: str = 'resnet32'   # see `BACKBONES`
-    head: str = 'cosine'         # 'cosine' or 'linear'
-    norm: str = 'bn'             # 'bn' or 'cn' (Continual Normalization)
+    head: Literal['cosine', 'linear'] = 'cosine'         # 'cosine' or 'linear'
+    norm: Literal['bn', 'cn'] = 'bn'             # 'bn' or 'cn' (Continual Normalization)
     epochs: int = 160            # epochs a phase
     base_epochs: int | None = None  # epochs of phase 0, if different
     batch_size: int = 128
@@ -40,7 +41,7 @@ class Config:
     base_lr: float | None = None # learning rate of phase 0, if different
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = 'multistep'  # 'multistep', 'cosine' or 'onecycle'
+    schedule: Literal['multistep', 'cosine', 'onecycle'] = 'multistep'  # 'multistep', 'cosine' or 'onecycle'
     milestones: tuple = (0.5, 0.75)  # for multistep: fractions of the epochs where the rate is multiplied by gamma
     gamma: float = 0.1
     pad: int = 4                 # pad-and-crop augmentation (0: off)
@@ -48,17 +49,15 @@ class Config:
     cutout_size: int = 0         # side of the Cutout square (0: off)
     brightness: float = 0.0      # brightness jitter: a factor in [1 - b, 1 + b] an image (0: off)
     color_jitter: float = 0.0    # contrast and saturation jitter: a factor in [1 - j, 1 + j] an image each (0: off)
-    aug: str = 'pad'             # 'pad' (pad-and-crop, CIFAR) or 'natural' (RandomResizedCrop, ImageNet; see `data.Augment`)
+    aug: Literal['pad', 'natural'] = 'pad'             # 'pad' (pad-and-crop, CIFAR) or 'natural' (RandomResizedCrop, ImageNet; see `data.Augment`)
     memory: int | None = None    # exemplars in total, re-balanced over the seen classes
     per_class: int | None = 20   # or a fixed number of exemplars a class (used when memory is None)
-    selection: str = 'herding'   # 'herding', 'random' or 'closest'
+    selection: Literal['herding', 'random', 'closest'] = 'herding'   # 'herding', 'random' or 'closest'
     eval_batch_size: int = 1024
-    precision: str = 'fp32'      # 'auto', 'fp32' or 'bf16' (see `resolve_precision` and the bf16 section)
+    precision: Literal['auto', 'fp32', 'bf16'] = 'fp32'      # 'auto', 'fp32' or 'bf16' (see `resolve_precision` and the bf16 section)
     channels_last: bool = True   # channels-last memory layout on CUDA, and on the CPU in bf16
     compile: bool = False        # torch.compile the backbone in `setup` (pays off on long GPU runs)
     bn_refresh: bool = True      # after each phase, re-estimate BatchNorm's running statistics on the phase's images (`reestimate_bn`; not in the papers)
-    CHOICES: ClassVar[dict] = dict(head=['cosine', 'linear'], norm=['bn', 'cn'], schedule=['multistep', 'cosine', 'onecycle'],
-                                   selection=['herding', 'random', 'closest'], precision=['auto', 'fp32', 'bf16'])
     SMALL: ClassVar[dict] = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', per_class=20)
     # the paper's CIFAR-100 scenario (`cil_nb_run --preset paper` uses it unless --base/--increment say otherwise):
     # B50 + 5 phases of 10, 20 exemplars a class (the LUCIR protocol); memory/per_class match the paper preset's
@@ -85,10 +84,12 @@ class Config:
     def to_dict(self): return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
     @classmethod
     def choices(cls) -> dict:
-        "Allowed values of text settings: `CHOICES` of the class and its bases, and those their comments list (`# 'a' or 'b'`)."
-        d = _comment_choices(cls)
-        for k in reversed(cls.__mro__): d.update(vars(k).get('CHOICES', {}))
-        return d
+        "Allowed values of text settings: those their `Literal` types declare (`Literal['a', 'b']`, or with `| None`), here or in a base class."
+        out = {}
+        for name, hint in ((n, h) for k in reversed(cls.__mro__) if dataclasses.is_dataclass(k) for n, h in typing.get_type_hints(k).items()):
+            for a in (typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)):
+                if typing.get_origin(a) is Literal: out[name] = list(typing.get_args(a))
+        return out
     def with_settings(self, settings) -> 'Config':
         "A copy with settings given as text (`'selection=random,epochs=3'`, a list of such, or a dict), each parsed by its field's type."
         kv = parse_settings(settings) if not isinstance(settings, dict) else settings
@@ -128,6 +129,7 @@ def _parse_value(key, text: str, typ):
     t = typ if isinstance(typ, str) else getattr(typ, '__name__', str(typ))
     text = text.strip()
     if 'None' in t and text.lower() in ('none', 'null'): return None
+    if t.startswith('Literal'): return text   # a choice: checked against the declared values by the caller
     def num(s):
         try: return int(s)
         except ValueError: return float(s)
@@ -142,18 +144,6 @@ def _parse_value(key, text: str, typ):
         raise CILError(f'{key}={text} is not a valid value: {key} takes {t}') from None
     return text
 
-def _comment_choices(cls) -> dict:
-    import inspect, re
-    out = {}
-    for k in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(k): continue
-        try: src = inspect.getsource(k)
-        except (OSError, TypeError): continue
-        for m in re.finditer(r"^\s+(\w+): [^=\n]*= '([^']*)'\s*#(.*)$", src, re.M):
-            name, default, words = m.group(1), m.group(2), re.findall(r"'([^']+)'", m.group(3))
-            if default in words: out[name] = words
-            else: out.pop(name, None)   # a subclass that redefines the field without choices
-    return out
 
 # %% ../nbs/04a_config.ipynb #cec7f5e4
 def cpu_bf16_native() -> bool:

@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #4a9505c0
 from __future__ import annotations
-import os, random, json, tempfile, io, fcntl
+import os, random, json, tempfile, io
+import filelock
 from pathlib import Path
 import numpy as np
 import torch
@@ -107,41 +108,38 @@ def clean_tmp(folder, subfolders=('pictures',)) -> list:
     return gone
 
 # %% ../nbs/00_core.ipynb #a2267d39
+_HELD = set()   # the locks this process holds: a RunLock dropped without `release` keeps its lock
+
 class RunLock:
-    """`with RunLock(folder):` hold `folder/.lock` while a run writes there, refusing a second holder. The lock is the
-    kernel's (`flock`): it goes with its process, however that ends, so a lock left by a killed run is free."""
+    """`with RunLock(folder):` hold `folder/.lock` while a run writes there, refusing a second holder. The lock is
+    `filelock`'s (the kernel's `flock`): it goes with its process, however that ends, so a lock left by a killed run is free."""
     def __init__(self, folder, what: str = 'folder'):
-        self.folder, self.what, self.fd = Path(folder), what, None
+        self.folder, self.what, self.lock = Path(folder), what, None
         self.path = self.folder / '.lock'
     def holder(self):
         "(pid, None) of the process that last took the lock, as its file says, or None when there is none or it is unreadable."
         try: return int(self.path.read_text().split()[0]), None
         except (OSError, ValueError, IndexError): return None
+    @staticmethod
+    def _write_pid(fd: int): os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode())
     def acquire(self):
         self.made = not self.folder.exists()   # a folder made only to hold the lock goes again if nothing was written
         self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(20):
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, file_mode())
-            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd); h = self.holder()
-                raise CILError(f'{self.what} {self.folder} is in use by another run (pid {h[0] if h else "unknown"}): '
-                               f'wait for it to end, or choose another --out') from None
-            try: same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError: same = False
-            if not same: os.close(fd); continue    # its holder removed the file as we opened it: lock the new one
-            os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode()); self.fd = fd
-            return self
-        raise CILError(f'could not lock {self.folder} (another run keeps taking it): choose another --out')
+        lock = filelock.FileLock(self.path, mode=file_mode(), blocking=False, on_acquired=self._write_pid)
+        try: lock.acquire()
+        except filelock.Timeout:
+            h = self.holder()
+            raise CILError(f'{self.what} {self.folder} is in use by another run (pid {h[0] if h else "unknown"}): '
+                           f'wait for it to end, or choose another --out') from None
+        self.lock = lock; _HELD.add(lock); return self   # held until `release` or the process ends, as a kernel lock is
     def release(self):
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True); os.close(self.fd); self.fd = None   # unlinked while held: no one locks a stale file
+        if self.lock is not None:   # unlinked while held (a run that opens it now finds it gone and refuses or retries), then let go
+            self.path.unlink(missing_ok=True); self.lock.release(); _HELD.discard(self.lock); self.lock = None
         if getattr(self, 'made', False):
             try: self.folder.rmdir()
             except OSError: pass                # not empty: the run wrote something
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
-
 
 # %% ../nbs/00_core.ipynb #3759ec92
 import torch.distributed as tdist

@@ -5,6 +5,7 @@ from cil_nb.core import CILError
 from cil_nb.data import make_synthetic, Scenario
 from cil_nb.learner import run, get_method
 from cil_nb.memory import herding
+from cil_nb.methods.foster import *
 from cil_nb.methods.cim import *
 
 

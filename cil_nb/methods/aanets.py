@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy, math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -149,13 +149,13 @@ class MatchedBudget(Budget):
 @dataclass
 class AANetsConfig(Config):
     "AANets on a host (LUCIR or iCaRL): the host's settings, plus the aggregation's."
-    host: str = 'lucir'                # 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
-    aggregation: str = 'released'      # 'released' (alpha and 1 - alpha a level) or 'paper' (two free weights a level)
+    host: Literal['lucir', 'icarl', 'icarl_released'] = 'lucir'                # 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
+    aggregation: Literal['released', 'paper'] = 'released'      # 'released' (alpha and 1 - alpha a level) or 'paper' (two free weights a level)
     alpha_lr: float = 0.005            # the weights' rate; 0: fixed weights; 1e-8: the released fusion_lr
     alpha_init: float = 0.5
     project: bool | None = None        # None/True: clamp alpha to [0, 1] after every step (released form); False: never
-    stable: str = 'scaled'             # 'scaled' (frozen convs x scales) or 'free' (a second trainable copy)
-    stable_scale: str = 'channel'      # 'channel' (paper, MTL) or 'released' (out x in, Conv2dMtl)
+    stable: Literal['scaled', 'free'] = 'scaled'             # 'scaled' (frozen convs x scales) or 'free' (a second trainable copy)
+    stable_scale: Literal['channel', 'released'] = 'channel'      # 'channel' (paper, MTL) or 'released' (out x in, Conv2dMtl)
     memory_matched: bool = False       # take the extra weights' bytes off the exemplar memory
     head: str | None = None            # None: the host's head
     # the hosts' own settings (see methods.baselines)
@@ -165,7 +165,7 @@ class AANetsConfig(Config):
     lw_mr: float = 1.0
     T: float = 2.0
     beta: float = 0.25
-    distill: str = 'kd'                # iCaRL hosts: 'kd' or 'bce'
+    distill: Literal['kd', 'bce'] = 'kd'                # iCaRL hosts: 'kd' or 'bce'
     imprint: bool | None = None        # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
     freeze_old: bool | None = None     # iCaRL hosts: the same for freezing the old rows
     SMALL: ClassVar[dict] = dict(lr=None)   # lr None: the host's small-preset rate

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from ..core import *
@@ -79,7 +79,7 @@ class ICaRLConfig(Config):
     per_class: int | None = None
     T: float = 2.0                   # KD temperature (distill='kd')
     beta: float = 0.25               # KD weight (distill='kd')
-    distill: str = 'kd'              # 'kd' (softmax KD of the old logits) or 'bce' (the paper: sigmoid binary cross-entropy)
+    distill: Literal['kd', 'bce'] = 'kd'              # 'kd' (softmax KD of the old logits) or 'bce' (the paper: sigmoid binary cross-entropy)
     imprint: bool = False            # phases >= 1: set the new rows to the new classes' normalised mean features
     freeze_old: bool = False         # phases >= 1: the old classes' rows stop training
     SMALL: ClassVar[dict] = dict(memory=None)   # the small preset keeps 20 a class

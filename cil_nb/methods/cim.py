@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, copy, functools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 from collections import defaultdict
 import torch
 import torch.nn as nn
@@ -232,7 +232,7 @@ class TeacherMaskNet(nn.Module):
 @dataclass
 class CIMConfig(FosterConfig):
     "CIM on FOSTER: CAM boxes at tau, outside down-sampled by the area factor eta, budget-aware herding, mask model phi."
-    mask: str = 'cim'            # 'cim': CAMs of the learned rational mask model; 'cam': plain CAM (fixed-tau ablation)
+    mask: Literal['cim', 'cam'] = 'cim'            # 'cim': CAMs of the learned rational mask model; 'cam': plain CAM (fixed-tau ablation)
     tau: float = 0.6             # CAM threshold
     eta: float = 4.0             # area factor of the down-sampling outside the box (each side / sqrt(eta))
     degrees: tuple = (6, 5)      # rational activations P/Q
@@ -252,10 +252,10 @@ class CIMConfig(FosterConfig):
     batch_size: int = 256        # CIM's configs (ImageNet-100, ImageNet-1k, Food-101 alike); FOSTER's CIFAR configs: 128
     autoaugment: str | None = 'imagenet'  # CIM's recipe: brightness 63/255 and AutoAugment's ImageNet policy, no Cutout
     cutout_size: int = 0
-    mask_stage: str = 'compress' # 'compress' or 'boost': after phase 0, phi trains on the student while compressing (inner loss CE), or on the teacher while boosting (inner loss: the boosting loss; released code)
-    lookahead_bn: str = 'train'  # 'train' or 'eval': BatchNorm in the look-ahead uses batch statistics, or the running ones (released code)
+    mask_stage: Literal['compress', 'boost'] = 'compress' # 'compress' or 'boost': after phase 0, phi trains on the student while compressing (inner loss CE), or on the teacher while boosting (inner loss: the boosting loss; released code)
+    lookahead_bn: Literal['train', 'eval'] = 'train'  # 'train' or 'eval': BatchNorm in the look-ahead uses batch statistics, or the running ones (released code)
     boost_compression: bool = False  # random compression of new data also while boosting (released code)
-    box_net: str = 'student'     # 'student' or 'teacher': whose CAM gives the boxes after phase 0 (released code: the teacher)
+    box_net: Literal['student', 'teacher'] = 'student'     # 'student' or 'teacher': whose CAM gives the boxes after phase 0 (released code: the teacher)
     SMALL: ClassVar[dict] = dict(cam_interval=2)
     paper_protocol: ClassVar[dict] = dict(base=10, increment=10, memory=2000)   # "learning from scratch": 10 phases, 2,000 in total
 

@@ -8,7 +8,7 @@ import math, time, warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, asdict, replace as dc_replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn as nn
@@ -220,7 +220,7 @@ class CIConfig(Config):
     pad: int = 0                     # no augmentation of real images in the code
     train_flip: bool = False         # flip real images during training (only if the data set allows it)
     per_class: int | None = None     # no exemplars: data-free
-    variant: str = 'paper'           # 'paper': all four losses; 'shipped': class-weighted CE only (what the configs run)
+    variant: Literal['paper', 'shipped'] = 'paper'           # 'paper': all four losses; 'shipped': class-weighted CE only (what the configs run)
     lambda_base: float = 5.0         # less-forget weight lambda = lambda_base * sqrt(n_old / n_new)
     K: int = 1                       # margin ranking: top-K new classes
     margin: float = 0.3
@@ -228,7 +228,7 @@ class CIConfig(Config):
     idc_weight: float = 1.0          # da_coef
     idc_rho: float = 0.99            # ro (the configs use 0.9, 0.99 or 0.999)
     idc_tau: float = 1.0             # temprature
-    idc_target: str = 'new'          # unlabelled target: 'new', a slice of the new classes' training images (never val)
+    idc_target: Literal['new'] = 'new'          # unlabelled target: 'new', a slice of the new classes' training images (never val)
     # per-loss ablation (phases t >= 1; bench variants such as class_impression:w_idc=0): each multiplies its term
     w_ce: float = 1.0                # the (class-weighted) cross-entropy
     class_weighted: bool = True      # False: plain CE instead of the paper's CN-CE (inverse-frequency class weights)

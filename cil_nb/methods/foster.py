@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, copy, functools
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 from collections import defaultdict
 import torch
 import torch.nn as nn
@@ -89,8 +89,8 @@ class FosterConfig(Config):
     autoaugment: str | None = 'cifar10' # FOSTER's CIFAR recipe: brightness 63/255, AutoAugment (CIFAR-10 policy), Cutout 16
     cutout_size: int = 16
     brightness: float = 63 / 255
-    alignment: str = 'counts'           # 'counts' or 'nominal': an old class in the class-balanced weights counts its exemplars, or the nominal memory a class (released code)
-    feature_net: str = 'student'        # 'student' or 'teacher': whose features herding and NME use after phase 0 (released code: the teacher, both backbones)
+    alignment: Literal['counts', 'nominal'] = 'counts'           # 'counts' or 'nominal': an old class in the class-balanced weights counts its exemplars, or the nominal memory a class (released code)
+    feature_net: Literal['student', 'teacher'] = 'student'        # 'student' or 'teacher': whose features herding and NME use after phase 0 (released code: the teacher, both backbones)
     SMALL: ClassVar[dict] = dict(base_epochs=None, compress_epochs=12, beta1=0.97, memory=None, autoaugment=None,
                                  cutout_size=0, brightness=0.0)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=20)   # CIFAR-100 B50 + 5 x 10, 20 a class

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, copy, time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -179,7 +179,7 @@ class GeniferConfig(Config):
     feat_w: float = 1.0
     T: float = 1.0
     gen_ratio: float = 0.5       # share of each classifier batch made of generated old-class images
-    inc_optimizer: str = 'radam' # optimiser of phases t >= 1: 'radam' (paper) or 'sgd' (the shared recipe)
+    inc_optimizer: Literal['radam', 'sgd'] = 'radam' # optimiser of phases t >= 1: 'radam' (paper) or 'sgd' (the shared recipe)
     inc_lr: float = 1e-4
     nesterov: bool = True        # the first task's SGD uses Nesterov momentum (the paper)
     decoupled_wd: bool = True    # RAdam with decoupled weight decay (the paper's RAdam)

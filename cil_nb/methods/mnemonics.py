@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,14 +37,14 @@ V1_INNER_LR, V1_BETAS = 0.01, (0.5, 0.999)   # the first release's inner rate (i
 @dataclass
 class MnemonicsConfig(LUCIRConfig):
     "Mnemonics training on a LUCIR or iCaRL host: K-step unrolled inner loop, pixel-level outer updates."
-    host: str = 'lucir'              # model-level method: 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
+    host: Literal['lucir', 'icarl', 'icarl_released'] = 'lucir'              # model-level method: 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
     head: str | None = None          # None: the host's head (cosine for LUCIR and icarl_released, linear for icarl)
     T: float = 2.0                   # iCaRL hosts: distillation temperature
     beta: float = 0.25               # iCaRL hosts: distillation weight
-    distill: str = 'kd'              # iCaRL hosts: 'kd' or the paper's 'bce'
+    distill: Literal['kd', 'bce'] = 'kd'              # iCaRL hosts: 'kd' or the paper's 'bce'
     imprint: bool | None = None      # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
     freeze_old: bool | None = None   # iCaRL hosts: the same for freezing the old rows
-    objective: str = 'bilevel'       # 'bilevel' (the paper), 'v1' (the first code release, classifier-only inner loop) or 'released' (the later code, single-level class-mean loss)
+    objective: Literal['bilevel', 'v1', 'released'] = 'bilevel'       # 'bilevel' (the paper), 'v1' (the first code release, classifier-only inner loop) or 'released' (the later code, single-level class-mean loss)
     inner_steps: int = 5             # K (bilevel)
     inner_lr: float | None = None    # alpha, the inner SGD rate; None: 0.1 for bilevel (the host's rate), 0.01 for v1 (its code's)
     inner_passes: int = 5            # v1: passes over the exemplars, one exemplar a class a step (the v1 code's mnemonics_epochs)
