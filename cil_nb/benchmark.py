@@ -8,6 +8,7 @@ import os, sys, io, json, math, time, re, resource, signal, threading
 from pathlib import Path
 import numpy as np
 import torch
+import torchvision
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .core import *
@@ -21,7 +22,7 @@ from .config import *
 from .engine import *
 from .distributed import *
 from .learner import *
-from .cli import prepare, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
+from .cli import prepare, RunSpec, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
 
 # %% auto #0
 __all__ = ['RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'grid_figure', 'save_picture',
@@ -46,11 +47,8 @@ def image_grid(x, nrow: int = 10, pad: int = 1) -> np.ndarray:
     "Images (N x C x H x W, uint8 or float in [0, 1]) tiled `nrow` a row into one H' x W' x 3 uint8 array."
     x = to_unit(x)
     check(x.ndim == 4 and len(x) > 0, f'pictures must be a non-empty N x C x H x W batch, got shape {tuple(x.shape)}')
-    if x.shape[1] == 1: x = x.expand(-1, 3, -1, -1)
-    n, c, h, w = x.shape; rows = math.ceil(n / nrow)
-    g = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
-    for i in range(n):
-        r, k = divmod(i, nrow); g[:, pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = x[i]
+    if len(x) < nrow: x = torch.cat([x, x.new_ones(nrow - len(x), *x.shape[1:])])   # a short batch keeps `nrow` columns
+    g = torchvision.utils.make_grid(x.float(), nrow=nrow, padding=pad, pad_value=1.0)   # grey images become RGB
     return (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 def grid_figure(g: np.ndarray, title: str | None = None, rows: list | None = None):
@@ -320,9 +318,7 @@ def cil_nb_bench(argv=None, **kw):
         set_threads(a.threads if a.jobs == 1 else (a.threads or 1))
         check(a.jobs >= 1, f'--jobs must be >= 1, got {a.jobs}')
         sd = _parse_seeds(a.seeds)
-        methods, sc, dev, o = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
-                                      a.size, a.epochs, sd[0], a.order_seed, a.device, a.out, a.preset, a.download,
-                                      a.host, a.precision, a.set, a.eval, a.train_per_class)
+        methods, sc, dev, o = prepare(RunSpec.from_args(a, seed=sd[0]))
         with RunLock(o, '--out'):
             check_out(bench_folders(methods, sd, o), a.resume, a.overwrite)
             gone = clean_tmp(o)

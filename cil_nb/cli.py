@@ -24,7 +24,7 @@ from .learner import *
 import cil_nb.methods
 
 # %% auto #0
-__all__ = ['load_methods', 'method_name', 'method_list', 'split_methods', 'parse_method', 'label_folder', 'prepare',
+__all__ = ['load_methods', 'method_name', 'method_list', 'split_methods', 'parse_method', 'label_folder', 'RunSpec', 'prepare',
            'machine_note', 'plot_heads', 'folder_runs', 'check_out', 'run_experiments', 'HelpFormatter', 'ArgParser',
            'add_run_args', 'Stopped', 'on_sigterm', 'main', 'set_threads', 'cil_nb_run']
 
@@ -129,41 +129,71 @@ def _protocol(methods, preset, base, increment) -> tuple:
         b, i = both.pop(); base = b if base is None else base; increment = i if increment is None else increment
     return (2 if base is None else base), ('2' if increment is None else increment)
 
-def prepare(method='icarl,finetune', dataset='mnist5k', root=None, base=None, increment=None, memory=None, per_class=None,
-            backbone=None, size=None, epochs=None, seed=0, order_seed=1993, device='auto', out='runs/cil_nb',
-            preset='small', download=False, host=None, precision=None, settings=None, eval='test', train_per_class=None, pad_to=None):
-    "Validate every argument and build (methods, scenario, device, out) without writing anything."
-    names = split_methods(method)
+@dataclasses.dataclass
+class RunSpec:
+    "What a command asks for (the options of `cil_nb_run`, `--set` as `settings`): methods, data and scenario, memory, presets, where to write."
+    method: str = 'icarl,finetune'
+    dataset: str = 'mnist5k'
+    root: str | None = None
+    base: int | None = None
+    increment: str | None = None
+    memory: int | None = None
+    per_class: int | None = None
+    backbone: str | None = None
+    size: int | None = None
+    epochs: int | None = None
+    seed: int = 0
+    order_seed: int | None = 1993
+    device: str = 'auto'
+    out: str = 'runs/cil_nb'
+    preset: str = 'small'
+    download: bool = False
+    host: str | None = None
+    precision: str | None = None
+    settings: list | None = None
+    eval: str = 'test'
+    train_per_class: int | None = None
+    pad_to: int | None = None
+    @classmethod
+    def from_args(cls, a, **kw) -> 'RunSpec':
+        "From parsed command-line options (those a command has; `--set` gives `settings`); `kw` override them."
+        opt = lambda f: 'set' if f == 'settings' else f
+        return cls(**{**{f.name: getattr(a, opt(f.name)) for f in dataclasses.fields(cls) if hasattr(a, opt(f.name))}, **kw})
+
+def prepare(*args, **kw):
+    "Validate a `RunSpec` (or the arguments of one) and build (methods, scenario, device, out) without writing anything."
+    s = args[0] if len(args) == 1 and isinstance(args[0], RunSpec) and not kw else RunSpec(*args, **kw)
+    names = split_methods(s.method)
     check(names, '--method must name at least one method')
-    check(memory is None or memory >= 0, f'--memory must be a number of exemplars >= 0, got {memory}')
-    check(per_class is None or per_class >= 0, f'--per_class must be >= 0, got {per_class}')
-    check(memory is None or per_class is None, 'give either --memory (a total) or --per_class, not both')
-    check(eval in ('test', 'val'), f"--eval must be 'test' or 'val', got {eval!r}")
-    check(train_per_class is None or train_per_class > 0, f'--train_per_class must be > 0, got {train_per_class}')
-    check(pad_to is None or pad_to > 0, f'--pad_to must be a number of pixels > 0, got {pad_to}')
-    check(0 <= seed < 2**32, f'--seed must be a whole number from 0 to {2**32 - 1}, got {seed}')
-    check(str(out).strip() != '', "--out must name a folder, got an empty string: give a path such as --out runs/cil_nb")
-    methods = [_method_config(n, preset, memory, per_class, backbone, epochs, host, precision or None, settings) for n in names]
+    check(s.memory is None or s.memory >= 0, f'--memory must be a number of exemplars >= 0, got {s.memory}')
+    check(s.per_class is None or s.per_class >= 0, f'--per_class must be >= 0, got {s.per_class}')
+    check(s.memory is None or s.per_class is None, 'give either --memory (a total) or --per_class, not both')
+    check(s.eval in ('test', 'val'), f"--eval must be 'test' or 'val', got {s.eval!r}")
+    check(s.train_per_class is None or s.train_per_class > 0, f'--train_per_class must be > 0, got {s.train_per_class}')
+    check(s.pad_to is None or s.pad_to > 0, f'--pad_to must be a number of pixels > 0, got {s.pad_to}')
+    check(0 <= s.seed < 2**32, f'--seed must be a whole number from 0 to {2**32 - 1}, got {s.seed}')
+    check(str(s.out).strip() != '', "--out must name a folder, got an empty string: give a path such as --out runs/cil_nb")
+    methods = [_method_config(n, s.preset, s.memory, s.per_class, s.backbone, s.epochs, s.host, s.precision or None, s.settings) for n in names]
     labels = [m.label for m in methods]
     check(len(set(labels)) == len(labels), f'--method names {sorted({l for l in labels if labels.count(l) > 1})} twice: name each method or variant once')
-    if host is not None:   # `--method lucir,aanets --host lucir`: the host runs as itself, the hosted method on it
+    if s.host is not None:   # `--method lucir,aanets --host lucir`: the host runs as itself, the hosted method on it
         hosted = sorted(k for k, c in METHODS.items() if 'host' in {f.name for f in dataclasses.fields(c.Config)})
         check(any(hasattr(m.cfg, 'host') for m in methods),
               f'--host applies only to methods built on a host ({", ".join(hosted) or "none"}), and none of {names} is one')
-    base, increment = _protocol(methods, preset, base, increment)
+    base, increment = _protocol(methods, s.preset, s.base, s.increment)
     if is_distributed():   # under torchrun: refuse before any method runs, not after the first ones
         for m in methods: check(distributed_refusal(m) is None, distributed_refusal(m))
-    out = Path(out).expanduser(); _check_writable(out)
-    dev = get_device(device)
-    data = load_dataset(dataset, root=root, download=download, size=size)
-    if pad_to is not None:   # e.g. the Class Impression code's MedMNIST protocol: 28 px images zero-padded to 32
+    out = Path(s.out).expanduser(); _check_writable(out)
+    dev = get_device(s.device)
+    data = load_dataset(s.dataset, root=s.root, download=s.download, size=s.size)
+    if s.pad_to is not None:   # e.g. the Class Impression code's MedMNIST protocol: 28 px images zero-padded to 32
         from cil_nb.methods.class_impression import pad_data
         check(torch.is_tensor(data.train_x), f'--pad_to needs a data set held in memory; {data.name} is read from disk')
-        check(pad_to >= max(data.size), f'--pad_to must be at least the images\' side ({data.size[0]} x {data.size[1]}), got {pad_to}')
-        data = pad_data(data, pad_to)
-    if train_per_class is not None: data = per_class_subset(data, train_per_class, seed=0)   # val and test stay whole
-    if eval != 'test': data = data.with_eval(eval)
-    sc = Scenario(data, base, _parse_increment(increment), seed=order_seed)
+        check(s.pad_to >= max(data.size), f'--pad_to must be at least the images\' side ({data.size[0]} x {data.size[1]}), got {s.pad_to}')
+        data = pad_data(data, s.pad_to)
+    if s.train_per_class is not None: data = per_class_subset(data, s.train_per_class, seed=0)   # val and test stay whole
+    if s.eval != 'test': data = data.with_eval(s.eval)
+    sc = Scenario(data, base, _parse_increment(increment), seed=s.order_seed)
     return methods, sc, dev, out
 
 # %% ../nbs/30_cli.ipynb #574a954b
@@ -386,9 +416,7 @@ def cil_nb_run(argv=None, **kw):
     a = p.parse_args(_argv(argv, kw))
     def body():
         set_threads(a.threads)
-        methods, sc, dev, out = prepare(a.method, a.dataset, a.root, a.base, a.increment, a.memory, a.per_class, a.backbone,
-                                        a.size, a.epochs, a.seed, a.order_seed, a.device, a.out, a.preset, a.download,
-                                        a.host, a.precision, a.set, a.eval, a.train_per_class, a.pad_to)
+        methods, sc, dev, out = prepare(RunSpec.from_args(a))
         run_experiments(methods, sc, dev, out, a.seed, a.resume, a.overwrite)
     main('cil_nb_run', body)
 
