@@ -22,12 +22,13 @@ from .config import *
 from .engine import *
 from .distributed import *
 from .learner import *
+from .pictures import *
+from .explorer import *
 from .cli import prepare, RunSpec, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
 
 # %% auto #0
-__all__ = ['RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'image_grid', 'grid_figure', 'save_picture',
-           'method_pictures', 'save_phase_pictures', 'SavePictures', 'bench_folders', 'benchmark', 'bench_rows',
-           'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'phase_pictures', 'Explorer']
+__all__ = ['RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'bench_folders', 'benchmark', 'bench_rows',
+           'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -42,61 +43,7 @@ def train_images_per_second(r: Result) -> float:
     n = sum(i * s for i, s in zip(r.images_per_second, r.train_seconds))
     return n / max(sum(r.train_seconds), 1e-9)
 
-# %% ../nbs/20_benchmark.ipynb #50799b99
-def image_grid(x, nrow: int = 10, pad: int = 1) -> np.ndarray:
-    "Images (N x C x H x W, uint8 or float in [0, 1]) tiled `nrow` a row into one H' x W' x 3 uint8 array."
-    x = to_unit(x)
-    check(x.ndim == 4 and len(x) > 0, f'pictures must be a non-empty N x C x H x W batch, got shape {tuple(x.shape)}')
-    if len(x) < nrow: x = torch.cat([x, x.new_ones(nrow - len(x), *x.shape[1:])])   # a short batch keeps `nrow` columns
-    g = torchvision.utils.make_grid(x.float(), nrow=nrow, padding=pad, pad_value=1.0)   # grey images become RGB
-    return (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-def grid_figure(g: np.ndarray, title: str | None = None, rows: list | None = None):
-    "An image grid as a figure: `title` above it and, for a grid of one row a class, each row's name on the left."
-    h, w = g.shape[:2]; s = 0.025                     # inches an image pixel: 2.5 screen pixels at 100 dpi
-    fig, ax = plt.subplots(figsize=(max(2.5, w * s), h * s + (0.35 if title else 0.05)))
-    ax.imshow(g, interpolation='nearest'); ax.set_xticks([]); ax.set_yticks([])
-    if rows: ax.set_yticks((np.arange(len(rows)) + 0.5) * h / len(rows), [str(r) for r in rows], fontsize=7)
-    for sp in ax.spines.values(): sp.set_visible(False)
-    if title: ax.set_title(title, fontsize=8)
-    return fig
-
-def save_picture(obj, path, nrow: int = 10, title: str | None = None):
-    "Write images (a batch, `(batch, nrow)` or `(batch, nrow, row names)`) or a matplotlib figure to the PNG `path`, atomically."
-    buf = io.BytesIO()
-    if not isinstance(obj, plt.Figure):
-        rows = None
-        if isinstance(obj, tuple): obj, nrow, *rows = obj
-        g = image_grid(obj, nrow); rows = rows[0] if rows else None
-        if title is None and rows is None: plt.imsave(buf, g, format='png')
-        else: obj = grid_figure(g, title, rows)
-    if isinstance(obj, plt.Figure): obj.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(obj)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-# %% ../nbs/20_benchmark.ipynb #3a090bfe
-def method_pictures(method, p) -> dict:
-    "What `method` shows after phase `p`: its `pictures(p)` (`Method.pictures`: the exemplars; a method overrides it)."
-    return method.pictures(p) if callable(getattr(method, 'pictures', None)) else {}
-
-def save_phase_pictures(method, p, folder) -> dict:
-    "Write the pictures of `method_pictures` under `folder/pictures/`, each titled, class rows named; returns name -> path."
-    pics = method_pictures(method, p); names = method.sc.class_names
-    out = {}
-    for name, obj in (pics or {}).items():
-        check(re.fullmatch(r'[A-Za-z0-9_.-]+', name) is not None, f'picture name {name!r} must be letters, digits, _ . -')
-        if isinstance(obj, tuple) and len(obj) == 3: obj = (obj[0], obj[1], [names[c] for c in obj[2]])   # positions -> class names
-        title = f'{getattr(method, "label", method.name)} (seed {method.seed}): {name.replace("_", " ")} after phase {p.t}'
-        out[name] = str(save_picture(obj, Path(folder) / 'pictures' / f'phase{p.t}_{name}.png', title=title))
-    return out
-
 # %% ../nbs/20_benchmark.ipynb #ec372e85
-class SavePictures(Callback):
-    "After every phase: the method's pictures under `folder/pictures/` (`save_phase_pictures`), their paths in `Result.extras['pictures']`."
-    def __init__(self, folder): self.folder = folder
-    def after_phase(self, method, p, result):
-        pics = save_phase_pictures(method, p, self.folder)
-        if pics: result.extras.setdefault('pictures', {})[str(p.t)] = pics
-
 def _fresh(m: Method) -> Method:
     f = type(m)(m.cfg); f.label = getattr(m, 'label', m.name); return f
 
@@ -333,147 +280,3 @@ def cil_nb_bench(argv=None, **kw):
     main('cil_nb_bench', body)
 
 if __name__ == '__main__' and sys.argv[0].endswith('benchmark.py'): cil_nb_bench()   # python -m cil_nb.benchmark
-
-# %% ../nbs/20_benchmark.ipynb #18a17620
-def _as_runs(items) -> dict:
-    "label -> (Result, run folder or None) from Results, results.json paths, run folders, lists of those, or a dict."
-    if isinstance(items, dict): pairs = list(items.items())
-    else:
-        pairs = []
-        for it in (items if isinstance(items, (list, tuple)) else [items]):
-            if isinstance(it, (list, tuple)): pairs += [(None, x) for x in it]
-            else: pairs.append((None, it))
-    runs = {}
-    for label, it in pairs:
-        if isinstance(it, (list, tuple)):
-            for r in it: runs.update(_as_runs({f'{label} seed {getattr(r, "seed", "?")}': r}))
-            continue
-        folder = None
-        if isinstance(it, (str, Path)):
-            p = Path(it); p = p / 'results.json' if p.is_dir() else p
-            check(p.exists(), f'no results at {it}: pass a Result, a results.json file or a run folder that holds one')
-            r, folder = Result.load(p), p.parent
-        else:
-            check(isinstance(it, Result), f'cannot explore a {type(it).__name__}: pass Results, results.json paths or run folders')
-            r = it
-        label = label or f'{r.method} seed {r.seed}'
-        while label in runs: label += "'"
-        runs[label] = (r, folder)
-    check(runs, 'the explorer needs at least one result')
-    return runs
-
-def phase_pictures(r: Result, folder, t: int) -> dict:
-    "name -> PNG path of every picture of phase `t`: `Result.extras['pictures']`, then `<folder>/pictures/phase<t>_*.png`."
-    pics = {k: Path(v) for k, v in r.extras.get('pictures', {}).get(str(t), {}).items() if Path(v).exists()}
-    if folder is not None and (Path(folder) / 'pictures').is_dir():
-        for f in sorted((Path(folder) / 'pictures').glob(f'phase{t}_*.png')): pics.setdefault(f.stem[len(f'phase{t}_'):], f)
-    return pics
-
-# %% ../nbs/20_benchmark.ipynb #eb938732
-def _png(fig, dpi=90) -> bytes:
-    "The figure as PNG bytes (tight bounding box), for an `ipywidgets.Image`."
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight'); return buf.getvalue()
-
-class Explorer:
-    "Interactive view of CIL results: method, head and phase -> accuracy matrix, per-class accuracy, pictures."
-    def __init__(self, results, show: bool = True,
-                 label: str | None = None,   # result to show first (a key of `runs`); default: the first
-                 head: str | None = None,    # head to show first; default: the result's first
-                 phase: int | None = None):  # phase to show first; default 0, -1 for the last
-        import ipywidgets as W
-        self.runs = _as_runs(results); self.show = show
-        check(label is None or label in self.runs, f'no result called {label!r}: choose one of {", ".join(self.runs)}')
-        label = label or next(iter(self.runs)); first = self.runs[label][0]
-        check(head is None or head in first.heads, f'{label} has no head {head!r}: choose one of {", ".join(first.heads)}')
-        head = head or first.heads[0]; n = first.metrics.n_phases_done(head)
-        phase = 0 if phase is None else phase + n if phase < 0 else phase
-        check(0 <= phase < max(1, n), f'{label} has phases 0 to {n - 1}: phase {phase} is not one of them')
-        self.method = W.Dropdown(options=list(self.runs), value=label, description='result')
-        self.head = W.Dropdown(options=first.heads, value=head, description='head')
-        self.phase = W.IntSlider(min=0, max=max(0, n - 1), value=phase, description='phase')
-        self.img_matrix, self.img_classes = W.Image(format='png'), W.Image(format='png')
-        self.box_pictures = W.VBox()
-        self.figures, self.pictures, self.updates = {}, {}, 0
-        self._busy = False
-        self.method.observe(self._on_method, names='value')
-        self.head.observe(self._on_change, names='value')
-        self.phase.observe(self._on_change, names='value')
-        self.widget = W.VBox([W.HBox([self.method, self.head, self.phase]),
-                              W.HBox([self.img_matrix, self.img_classes], layout=W.Layout(align_items='flex-start')),
-                              self.box_pictures])
-        self.update()
-
-    @property
-    def result(self) -> Result: return self.runs[self.method.value][0]
-
-    def _on_change(self, ch):
-        if not self._busy: self.update()
-
-    def _on_method(self, ch):
-        "A new result: offer its heads and phases (keeping the choices that still apply), then redraw once."
-        r = self.result; self._busy = True
-        try:
-            keep = self.head.value if self.head.value in r.heads else r.heads[0]
-            self.head.options = r.heads; self.head.value = keep
-            self.phase.max = max(0, r.metrics.n_phases_done(keep) - 1)
-        finally: self._busy = False
-        self.update()
-
-    def _view(self):
-        "(result, run folder, head, phase) of the current choices."
-        r, folder = self.runs[self.method.value]; h = self.head.value if self.head.value in r.heads else r.heads[0]
-        return r, folder, h, min(self.phase.value, r.metrics.n_phases_done(h) - 1)
-
-    @staticmethod
-    def draw_matrix(ax, r: Result, h: str, t: int):
-        "The accuracy matrix of head `h` with the row of phase `t` outlined."
-        plot_accuracy_matrix(r.metrics.R(h), ax=ax, title=f'{r.method} {h} (seed {r.seed}): accuracy matrix')
-        ax.add_patch(plt.Rectangle((-0.5, t - 0.5), t + 1, 1, fill=False, ec='red', lw=2))
-
-    @staticmethod
-    def draw_classes(ax, r: Result, h: str, t: int):
-        "Accuracy of every class seen after phase `t`: old classes blue, the phase's new ones orange; ticks name the classes."
-        pc = r.metrics.per_class(h, t); n_old = r.metrics.starts[t]; n = len(pc)
-        ax.bar(range(n), np.nan_to_num(pc), color=['C0' if c < n_old else 'C1' for c in range(n)])
-        ax.set_xticks(range(n), [str(c) for c in r.order[:n]], fontsize=8 if n <= 30 else 5, rotation=0 if n <= 30 else 90)
-        ax.set_ylim(0, 105); ax.set_xlim(-0.6, n - 0.4)
-        ax.set_xlabel('class (label in the data set), in the order learnt'); ax.set_ylabel('accuracy (%)')
-        from matplotlib.patches import Patch
-        ax.legend(handles=[Patch(color='C0', label='classes of earlier phases'), Patch(color='C1', label=f'new in phase {t}')],
-                  fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
-        ax.set_title(f'{r.method} {h}, after phase {t}: {r.metrics.acc(h)[t]:.1f}% on {n} classes', fontsize=9)
-
-    def snapshot(self):
-        "The current view as one matplotlib figure (for a static copy beside the widget)."
-        r, _, h, t = self._view(); T = len(r.metrics.R(h)); n = len(r.metrics.per_class(h, t))
-        fig, axs = plt.subplots(1, 2, figsize=(2 + 0.55 * T + max(5, 0.3 * n + 2), 1.4 + max(3, 0.5 * T)),
-                                gridspec_kw=dict(width_ratios=[1.6 + 0.55 * T, max(4, 0.3 * n + 1.5)]))
-        self.draw_matrix(axs[0], r, h, t); self.draw_classes(axs[1], r, h, t); fig.tight_layout()
-        return fig
-
-    def update(self):
-        "Redraw everything for the current method, head and phase."
-        r, folder, h, t = self._view(); T = len(r.metrics.R(h)); n = len(r.metrics.per_class(h, t))
-        for key, size, draw, img in (('matrix', (1.6 + 0.55 * T, 1.2 + 0.5 * T), self.draw_matrix, self.img_matrix),
-                                     ('classes', (max(4.5, 0.3 * n + 1.5), 3.6), self.draw_classes, self.img_classes)):
-            fig, ax = plt.subplots(figsize=size); draw(ax, r, h, t); fig.tight_layout()
-            self.figures[key] = fig
-            if self.show: img.value = _png(fig)
-            plt.close(fig)
-        self.pictures = phase_pictures(r, folder, t)
-        if self.show:
-            import ipywidgets as W
-            kids = [W.HTML(f'<i>no pictures for phase {t}</i>')] if not self.pictures else []
-            for name, path in self.pictures.items(): kids += [W.HTML(f'<b>{name}</b>'), W.Image(value=Path(path).read_bytes(), format='png')]
-            self.box_pictures.children = kids
-        self.state = dict(label=self.method.value, head=h, phase=t, n_classes=n, pictures=sorted(self.pictures))
-        self.updates += 1
-
-    def _repr_mimebundle_(self, **kw):
-        "The widget, with a plain-text stand-in that says what it shows (for a notebook read without a kernel)."
-        b = self.widget._repr_mimebundle_(**kw)
-        st = self.state
-        acc = self.result.metrics.acc(st['head'])[st['phase']]
-        b['text/plain'] = (f"Explorer of {len(self.runs)} results, showing {st['label']}, head {st['head']}, phase {st['phase']}: "
-                           f"{acc:.1f}% on {st['n_classes']} classes (interactive in a running notebook; explorer.snapshot() draws this view as a picture)")
-        return b

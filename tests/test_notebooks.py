@@ -1,5 +1,5 @@
 """Committed notebooks are already in the form JupyterLab saves, so opening and saving one leaves git clean; and the
-explorer's stored outputs in 20_benchmark are what the explorer computes from the stored results it reads.
+explorer's stored outputs in 21_explorer are what the explorer computes from the stored results it reads.
 
 JupyterLab loads a notebook through nbformat on the server, and in the browser its output model merges consecutive
 stream outputs of the same name (one `print` a line arrives as many outputs; JupyterLab keeps one), dropping text that
@@ -58,11 +58,11 @@ def _stored(nb, marker):
     return [c for c in nb.cells if c.cell_type == 'code' and marker in c.source][0].outputs
 
 def test_the_explorer_outputs_match_the_stored_results():
-    "20_benchmark's explorer text and snapshot were made from nbs/results/digits_explorer, the files the live explorer reads."
+    "21_explorer's explorer text and snapshot were made from nbs/results/digits_explorer, the files the live explorer reads."
     import os; os.chdir(ROOT / 'nbs')   # the notebook's own folder, as in JupyterLab and nbdev_test
-    from cil_nb.benchmark import Explorer
+    from cil_nb.explorer import Explorer
     import matplotlib.pyplot as plt
-    nb = nbformat.read(ROOT / 'nbs' / '20_benchmark.ipynb', as_version=4)
+    nb = nbformat.read(ROOT / 'nbs' / '21_explorer.ipynb', as_version=4)
     assert 'widgets' not in nb.metadata   # no widget state from another run (the live widget draws from the files)
     stored = sorted(Path('results/digits_explorer').glob('*/seed*'))
     assert len(stored) == 6 and all((p / 'results.json').exists() for p in stored)
