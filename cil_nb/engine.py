@@ -83,7 +83,8 @@ def fit_epochs(m, p, opt, sched, batches, loss, epochs: int, *, net=None, name: 
     """The engine: `epochs` passes over `batches` (an iterable of tuples of tensors, or `epoch -> iterable`), each batch
     `loss(*batch) -> (total, parts)` under `m.autocast()` (unless `amp=False`), a backward pass (or the gradients of
     `wrt` alone), the gradients averaged over the processes, clipped to norm `clip`, `opt` and `sched` stepped.
-    `net` is put in train mode each epoch. Returns (an epoch's mean loss parts, a dict each; images seen, all processes)."""
+    `net` is put in train mode each epoch; `before_epoch(ep)`, `after_epoch(ep, losses)` (which may add to `losses`) and
+    `progress(epoch, losses)` are the caller's own hooks. Returns (an epoch's mean loss parts, a dict each; images seen, all processes)."""
     params = [q for g in opt.param_groups for q in g['params']]
     r, k = rank(), world_size(); hist, n_img = [], 0
     for ep in range(epochs):
