@@ -163,9 +163,11 @@ class Method:
     def use_channels_last(self): return self.cfg.channels_last and (self.cuda or self.cpu_bf16)
     @property
     def heads(self): return ['cnn', 'nme'] if self.uses_memory else ['cnn']
+    @property
+    def head_name(self) -> str: return self.cfg.head   # the classifier's kind, 'cosine' or 'linear'
     def build_model(self) -> CILNet:
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
-        return make_model(self.cfg.backbone, self.data.channels, self.cfg.head, self.cfg.norm, **kw)
+        return make_model(self.cfg.backbone, self.data.channels, self.head_name, self.cfg.norm, **kw)
     def autocast(self):
         "bfloat16 autocast in bf16, else nothing; only the backbone computes in bfloat16 (`CILNet` gives float32 features and logits)."
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -196,8 +198,11 @@ class Method:
     def epochs(self, p: Phase) -> int:
         return self.cfg.base_epochs if p.t == 0 and self.cfg.base_epochs is not None else self.cfg.epochs
 
+    def rate(self, p: Phase) -> float:
+        "The learning rate of phase `p`: `base_lr` in phase 0 where it is set, else `lr`."
+        return self.cfg.base_lr if p.t == 0 and self.cfg.base_lr is not None else self.cfg.lr
     def optimizer(self, p: Phase, steps_per_epoch: int):
-        lr = self.cfg.base_lr if p.t == 0 and self.cfg.base_lr is not None else self.cfg.lr
+        lr = self.rate(p)
         groups = [{**g, 'lr': lr * g.pop('lr_scale', 1.0)} for g in self.param_groups(p)]
         groups = [g for g in groups if len(g['params'])]
         opt = torch.optim.SGD(groups, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)

@@ -298,7 +298,7 @@ def check_finite_loss(method, p: Phase, ep: int, h: dict):
     "Stop a run whose loss is no longer finite after epoch `ep` of phase `p`: one line saying where, and what to lower."
     bad = {k: v for k, v in h.items() if not math.isfinite(v)}
     if not bad: return
-    lr = method.cfg.base_lr if p.t == 0 and method.cfg.base_lr is not None else method.cfg.lr
+    lr = method.rate(p)
     raise CILError(f'training diverged in phase {p.t}, epoch {ep + 1} ({", ".join(f"{k} {v}" for k, v in bad.items())}): '
                    f'lower the learning rate (--set lr=..., now {lr:g}) or undo the --set value that caused it, then start '
                    f'again with --overwrite')

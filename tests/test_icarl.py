@@ -86,6 +86,6 @@ def test_bad_settings_and_the_command_line():
     m = prepare(method='icarl:head=cosine:imprint=true:freeze_old=true:distill=bce', dataset='synthetic', out='/tmp')[0][0]
     assert (m.cfg.head, m.cfg.imprint, m.cfg.freeze_old, m.cfg.distill) == ('cosine', True, True, 'bce')
     mn = get_method('mnemonics', host='icarl')                              # a hosted method takes the iCaRL host's settings
-    assert (mn.cfg.distill, mn.head_name, mn.imprint, mn.freeze_old) == ('kd', 'linear', False, False)
+    assert (mn.cfg.distill, mn.head_name, mn.host.imprint, mn.host.freeze_old) == ('kd', 'linear', False, False)
     mn = get_method('mnemonics', host='icarl_released', distill='bce')      # the released codes' host, by name
-    assert (mn.cfg.distill, mn.head_name, mn.imprint, mn.freeze_old) == ('bce', 'cosine', True, True)
+    assert (mn.cfg.distill, mn.head_name, mn.host.imprint, mn.host.freeze_old) == ('bce', 'cosine', True, True)

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import *
@@ -22,7 +23,7 @@ from ..config import *
 from ..engine import *
 from ..distributed import *
 from ..learner import *
-from .baselines import LUCIR, ICaRL, LUCIRConfig, ICaRLConfig, HOSTS, resolve_host, set_rows
+from .baselines import Hosted, HostedConfig, ICaRLHost, LUCIRHost, make_host
 
 # %% auto #0
 __all__ = ['AGGREGATIONS', 'STABLE', 'ScaledConv2d', 'stable_copy', 'DualResNet', 'AANetsNet', 'stored_params', 'extra_params',
@@ -106,7 +107,7 @@ class DualResNet(nn.Module):
 
 # %% ../../nbs/11_methods.aanets.ipynb #f87dc040
 class AANetsNet(CILNet):
-    "A `CILNet` whose ResNet backbone turns into a `DualResNet` at phase 1 (also when loading a dual checkpoint)."
+    "A `CILNet` whose ResNet backbone turns into a `DualResNet` when the head first grows past phase 0 (or loads a dual checkpoint)."
     def __init__(self, backbone: ResNet, head: GrowingHead, aggregation: str = 'released', scale: str = 'channel',
                  alpha_init: float = 0.5, stable: str = 'scaled'):
         super().__init__(backbone, head)
@@ -117,6 +118,10 @@ class AANetsNet(CILNet):
         "Replace the plain backbone by stable and plastic copies of it (no-op when already dual)."
         if not self.dual: self.backbone = DualResNet(self.backbone, **self._dual_kw)
         return self
+    def grow(self, n_new: int):
+        "Add `n_new` classes; from phase 1 on (the head holds classes already) the backbone is made dual first."
+        if self.n_classes > 0: self.to_dual()
+        return super().grow(n_new)
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if not self.dual and any(k.startswith('backbone.stable.') for k in state_dict): self.to_dual()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -145,11 +150,10 @@ class MatchedBudget(Budget):
     def __repr__(self): return f'{super().__repr__()[:-1]}, less {self.off})'
 
 
-# %% ../../nbs/11_methods.aanets.ipynb #b72d6011
+# %% ../../nbs/11_methods.aanets.ipynb #1ccdb3ff
 @dataclass
-class AANetsConfig(Config):
-    "AANets on a host (LUCIR or iCaRL): the host's settings, plus the aggregation's."
-    host: Literal['lucir', 'icarl', 'icarl_released'] = 'lucir'                # 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
+class AANetsConfig(HostedConfig):
+    "AANets on a host (LUCIR or iCaRL, `HostedConfig`): the host's settings, plus the aggregation's."
     aggregation: Literal['released', 'paper'] = 'released'      # 'released' (alpha and 1 - alpha a level) or 'paper' (two free weights a level)
     alpha_lr: float = 0.005            # the weights' rate; 0: fixed weights; 1e-8: the released fusion_lr
     alpha_init: float = 0.5
@@ -157,21 +161,10 @@ class AANetsConfig(Config):
     stable: Literal['scaled', 'free'] = 'scaled'             # 'scaled' (frozen convs x scales) or 'free' (a second trainable copy)
     stable_scale: Literal['channel', 'released'] = 'channel'      # 'channel' (paper, MTL) or 'released' (out x in, Conv2dMtl)
     memory_matched: bool = False       # take the extra weights' bytes off the exemplar memory
-    head: str | None = None            # None: the host's head
-    # the hosts' own settings (see methods.baselines)
-    lambda_base: float = 5.0
-    K: int = 2
-    margin: float = 0.5
-    lw_mr: float = 1.0
-    T: float = 2.0
-    beta: float = 0.25
-    distill: Literal['kd', 'bce'] = 'kd'                # iCaRL hosts: 'kd' or 'bce'
-    imprint: bool | None = None        # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
-    freeze_old: bool | None = None     # iCaRL hosts: the same for freezing the old rows
-    SMALL: ClassVar[dict] = dict(lr=None)   # lr None: the host's small-preset rate
 
+# %% ../../nbs/11_methods.aanets.ipynb #951fe586
 @register
-class AANets(Method):
+class AANets(Hosted):
     "Adaptive Aggregation Networks: stable + plastic block per level, weights learnt on a balanced subset; LUCIR or iCaRL host."
     name, Config = 'aanets', AANetsConfig
     def __init__(self, config: AANetsConfig | None = None, **kw):
@@ -184,12 +177,8 @@ class AANets(Method):
         check(c.lr is None or c.lr > 0, f'lr must be > 0, got {c.lr}')
         check(not (c.aggregation == 'paper' and c.project), "project=True: the paper's two weights are free; projected on "
               "the simplex they are the released form at half the rate (use aggregation='released')")
-        self.host_cls, self.head_name, self.imprint, self.freeze_old = resolve_host(c.host, c.head, c.imprint, c.freeze_old, c.distill)
-        hc = self.host_cls.Config
-        # `lr=None` (the small preset): the host's small-preset rate, LUCIR 0.1 and iCaRL 0.05 (both 0.1 in the paper preset)
-        self.lr = c.lr if c.lr is not None else hc._small_all()['lr']
-        self.alpha_lr = c.alpha_lr
-        self.clamp = c.aggregation == 'released' and c.project is not False
+        self.alpha_lr, self.clamp = c.alpha_lr, c.aggregation == 'released' and c.project is not False
+    def make_host(self): return make_host(self.cfg)
 
     def build_model(self) -> AANetsNet:
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
@@ -198,99 +187,97 @@ class AANets(Method):
         c = self.cfg
         return AANetsNet(bb, HEADS[self.head_name](bb.out_dim), c.aggregation, c.stable_scale, c.alpha_init, c.stable)
 
-    def setup(self, scenario: Scenario, device, seed: int = 0):
-        "The shared set-up, then the extra weights' worth in exemplars, taken off the memory when `memory_matched`."
-        super().setup(scenario, device, seed)
-        shape = (self.data.channels, *self.data.size)
-        self.extra = extra_params(self.model.backbone, **self.model._dual_kw)
-        self.off = exemplars_worth(self.extra, shape)
-        if not self.cfg.memory_matched: return
-        full = self.budget
-        self.budget = MatchedBudget(full, self.off); n0 = scenario.phase_sizes[0]
-        check(self.budget.per_class_after(n0) >= 1,
-              f'memory_matched: the dual {self.cfg.backbone} stores {self.extra:,} more weights ({4 * self.extra:,} bytes), worth '
-              f'{self.off:,} exemplars of {"x".join(map(str, shape))}; {full} leaves none a class for the {n0} classes of phase 0: '
-              f'give a larger memory (--memory) or per_class')
+# %% ../../nbs/11_methods.aanets.ipynb #2414c880
+@patch
+def setup(self: AANets, scenario: Scenario, device, seed: int = 0):
+    "The host's set-up, then the extra weights' worth in exemplars, taken off the memory when `memory_matched`."
+    super(AANets, self).setup(scenario, device, seed)
+    shape = (self.data.channels, *self.data.size)
+    self.extra = extra_params(self.model.backbone, **self.model._dual_kw)
+    self.off = exemplars_worth(self.extra, shape)
+    if not self.cfg.memory_matched: return
+    full = self.budget
+    self.budget = MatchedBudget(full, self.off); n0 = scenario.phase_sizes[0]
+    check(self.budget.per_class_after(n0) >= 1,
+          f'memory_matched: the dual {self.cfg.backbone} stores {self.extra:,} more weights ({4 * self.extra:,} bytes), worth '
+          f'{self.off:,} exemplars of {"x".join(map(str, shape))}; {full} leaves none a class for the {n0} classes of phase 0: '
+          f'give a larger memory (--memory) or per_class')
 
-    # ---- before the phase: keep the aggregated old model, convert at phase 1, grow, do the host's set-up
-    def before_phase(self, p: Phase):
-        self.old_model = copy_frozen(self.model) if p.t > 0 else None
-        if p.t > 0:
-            check(len(self.memory) > 0, 'AANets learns its aggregation weights on the exemplars: it needs a memory '
-                  '(per_class > 0 or memory > 0)')
-            self.model.to_dual()
-        self.model.grow(len(p.classes)); self.model.head.to(self.device)
-        if p.t == 0: return
-        set_rows(self, p, self.imprint, self.freeze_old)   # LUCIR and icarl_released: the new rows from the aggregated features
-        if self.cfg.host == 'lucir': self.lam = self.cfg.lambda_base * (p.n_old / len(p.classes)) ** 0.5
-        self.balanced = self.balanced_subset(p)
+@patch
+def before_phase(self: AANets, p: Phase):
+    "The host's phase start (old model, growth, which makes the net dual at phase 1, new rows), then the balanced subset."
+    if p.t > 0: check(len(self.memory) > 0, 'AANets learns its aggregation weights on the exemplars: it needs a memory '
+                      '(per_class > 0 or memory > 0)')
+    super(AANets, self).before_phase(p)
+    if p.t > 0: self.balanced = self.balanced_subset(p)
 
-    def balanced_subset(self, p: Phase):
-        "Every exemplar plus, for each new class, as many random training images as an old class has exemplars."
-        mx, my = self.memory.tensors()
-        m = max(1, round(len(my) / len(self.memory.counts())))
-        g = torch.Generator(device='cpu'); g.manual_seed(self.seed * 1000 + p.t + 7919)
-        idx = p.train_idx.to(self.device)
-        picks = []
-        for c in p.labels:
-            ic = idx[self.train_y[idx] == c]
-            picks.append(ic[torch.randperm(len(ic), generator=g)[:m].to(ic.device)])
-        idx = torch.cat(picks)
-        x, y = self.train_x[idx], self.train_y[idx]
-        mx, my = mx.to(self.device), my.to(self.device)
-        if mx.dtype != x.dtype: x, mx = x.float() / 255, (mx.float() / 255 if mx.dtype == torch.uint8 else mx.float())
-        return torch.cat([x, mx]), torch.cat([y, my])
+@patch
+def balanced_subset(self: AANets, p: Phase):
+    "Every exemplar plus, for each new class, as many random training images as an old class has exemplars."
+    mx, my = self.memory.tensors()
+    m = max(1, round(len(my) / len(self.memory.counts())))
+    g = torch.Generator(device='cpu'); g.manual_seed(self.seed * 1000 + p.t + 7919)
+    idx = p.train_idx.to(self.device)
+    picks = []
+    for c in p.labels:
+        ic = idx[self.train_y[idx] == c]
+        picks.append(ic[torch.randperm(len(ic), generator=g)[:m].to(ic.device)])
+    idx = torch.cat(picks)
+    x, y = self.train_x[idx], self.train_y[idx]
+    mx, my = mx.to(self.device), my.to(self.device)
+    if mx.dtype != x.dtype: x, mx = x.float() / 255, (mx.float() / 255 if mx.dtype == torch.uint8 else mx.float())
+    return torch.cat([x, mx]), torch.cat([y, my])
 
-    # ---- training: the host's loss for the blocks, cross-entropy on the balanced subset for the weights
-    def loss(self, x, y): return self.host_cls.loss(self, x, y)
-    def param_groups(self, p: Phase) -> list:
-        alpha = self.model.backbone.alpha if self.model.dual else None
-        return [{'params': [q for q in self.model.parameters() if q.requires_grad and q is not alpha]}]
-    def optimizer(self, p: Phase, steps_per_epoch: int):
-        lr = self.cfg.base_lr if p.t == 0 and self.cfg.base_lr is not None else self.lr
-        groups = [g for g in self.param_groups(p) if len(g['params'])]
-        opt = torch.optim.SGD(groups, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
-        return opt, make_schedule(opt, self.cfg, self.epochs(p), steps_per_epoch)
+# %% ../../nbs/11_methods.aanets.ipynb #bb317d69
+@patch
+def param_groups(self: AANets, p: Phase) -> list:
+    "The host loss trains everything but the aggregation weights."
+    alpha = self.model.backbone.alpha if self.model.dual else None
+    return [{'params': [q for q in self.model.parameters() if q.requires_grad and q is not alpha]}]
 
-    def fit_phase(self, p: Phase, progress=None) -> dict:
-        "Each epoch in the engine: one pass of the host loss over new data + exemplars (the blocks), then `alpha_pass`."
-        x, y = self.training_data(p); self.fit_x = x   # (the images BatchNorm is re-estimated on afterwards)
-        batches = self.batches(x, y, self.seed * 1000 + p.t)
-        opt, sched = self.optimizer(p, len(batches))
-        self.alpha_images = 0
-        after = self.alpha_pass(p) if p.t > 0 and self.alpha_lr > 0 else None
-        if self.model.dual: self.model.backbone.alpha.requires_grad_(False)   # the block pass leaves the weights alone
-        hist, n = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, after_epoch=after, progress=progress)
-        if self.model.dual: self.model.backbone.alpha.requires_grad_(True)
-        return {'history': hist, 'images': n + self.alpha_images}
+@patch
+def fit_phase(self: AANets, p: Phase, progress=None) -> dict:
+    "Each epoch in the engine: one pass of the host loss over new data + exemplars (the blocks), then `alpha_pass`."
+    x, y = self.training_data(p); self.fit_x = x   # (the images BatchNorm is re-estimated on afterwards)
+    batches = self.batches(x, y, self.seed * 1000 + p.t)
+    opt, sched = self.optimizer(p, len(batches))
+    self.alpha_images = 0
+    after = self.alpha_pass(p) if p.t > 0 and self.alpha_lr > 0 else None
+    if self.model.dual: self.model.backbone.alpha.requires_grad_(False)   # the block pass leaves the weights alone
+    hist, n = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, after_epoch=after, progress=progress)
+    if self.model.dual: self.model.backbone.alpha.requires_grad_(True)
+    return {'history': hist, 'images': n + self.alpha_images}
 
-    def alpha_pass(self, p: Phase):
-        "After each block epoch: one engine pass of CE over the balanced subset that moves the aggregation weights alone (BatchNorm in eval mode)."
-        alpha = self.model.backbone.alpha
-        bal = self.batches(*self.balanced, self.seed * 1000 + p.t + 500, drop_last=False)
-        aopt = torch.optim.SGD([alpha], lr=self.alpha_lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
-        acfg = self.cfg.replace(schedule='cosine') if self.cfg.schedule == 'onecycle' else self.cfg   # no warm-up for a few steps
-        asched = make_schedule(aopt, acfg, self.epochs(p), len(bal))
-        ce = lambda xb, yb: (F.cross_entropy(self.model(xb), yb), {})
-        def after_epoch(ep, row):
-            self.model.eval(); alpha.requires_grad_(True)
-            h, n = fit_epochs(self, p, aopt, asched, bal, ce, 1, name='alpha', ep0=ep, wrt=[alpha],
-                              after_step=self.model.backbone.project if self.clamp else None)
-            alpha.requires_grad_(False); alpha.grad = None
-            row['alpha_ce'] = h[0]['loss']; self.alpha_images += n
-        return after_epoch
+@patch
+def alpha_pass(self: AANets, p: Phase):
+    "After each block epoch: one engine pass of CE over the balanced subset that moves the aggregation weights alone (BatchNorm in eval mode)."
+    alpha = self.model.backbone.alpha
+    bal = self.batches(*self.balanced, self.seed * 1000 + p.t + 500, drop_last=False)
+    aopt = torch.optim.SGD([alpha], lr=self.alpha_lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+    acfg = self.cfg.replace(schedule='cosine') if self.cfg.schedule == 'onecycle' else self.cfg   # no warm-up for a few steps
+    asched = make_schedule(aopt, acfg, self.epochs(p), len(bal))
+    ce = lambda xb, yb: (F.cross_entropy(self.model(xb), yb), {})
+    def after_epoch(ep, row):
+        self.model.eval(); alpha.requires_grad_(True)
+        h, n = fit_epochs(self, p, aopt, asched, bal, ce, 1, name='alpha', ep0=ep, wrt=[alpha],
+                          after_step=self.model.backbone.project if self.clamp else None)
+        alpha.requires_grad_(False); alpha.grad = None
+        row['alpha_ce'] = h[0]['loss']; self.alpha_images += n
+    return after_epoch
 
-    # ---- records: the weights of every level after each phase, what the network stores, the memory
-    def record(self, extras: dict, p: Phase) -> dict:
-        extras['memory'] = {'extra_params': self.extra, 'exemplars_worth': self.off, 'matched': self.cfg.memory_matched,
-                            'exemplars': len(self.memory)}
-        if not self.model.dual: return extras
-        w = self.model.backbone.weights().detach().float().cpu()
-        rec = extras.setdefault('aggregation', {'phase': [], 'stable': [], 'plastic': []})
-        rec['phase'].append(p.t); rec['stable'].append(w[:, 0].tolist()); rec['plastic'].append(w[:, 1].tolist())
-        extras['params'] = {'trainable': count_params(self.model, trainable=True), 'total': count_params(self.model),
-                            'frozen_buffers': sum(b.numel() for n, b in self.model.named_buffers() if n.endswith('.weight') and 'stable' in n)}
-        return extras
+# %% ../../nbs/11_methods.aanets.ipynb #eabcc6af
+@patch
+def record(self: AANets, extras: dict, p: Phase) -> dict:
+    "The weights of every level after each phase, what the network stores, the memory."
+    extras['memory'] = {'extra_params': self.extra, 'exemplars_worth': self.off, 'matched': self.cfg.memory_matched,
+                        'exemplars': len(self.memory)}
+    if not self.model.dual: return extras
+    w = self.model.backbone.weights().detach().float().cpu()
+    rec = extras.setdefault('aggregation', {'phase': [], 'stable': [], 'plastic': []})
+    rec['phase'].append(p.t); rec['stable'].append(w[:, 0].tolist()); rec['plastic'].append(w[:, 1].tolist())
+    extras['params'] = {'trainable': count_params(self.model, trainable=True), 'total': count_params(self.model),
+                        'frozen_buffers': sum(b.numel() for n, b in self.model.named_buffers() if n.endswith('.weight') and 'stable' in n)}
+    return extras
 
 # %% ../../nbs/11_methods.aanets.ipynb #4afa9fbd
 def plot_aggregation(extras: dict, ax=None, title: str | None = None):

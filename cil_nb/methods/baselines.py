@@ -22,8 +22,9 @@ from ..distributed import *
 from ..learner import *
 
 # %% auto #0
-__all__ = ['HOSTS', 'PlainConfig', 'Finetune', 'Joint', 'kd_loss', 'set_rows', 'bce_targets', 'bce_loss', 'ICaRLConfig', 'ICaRL',
-           'margin_ranking_loss', 'LUCIRConfig', 'LUCIR', 'resolve_host']
+__all__ = ['HOSTS', 'PlainConfig', 'Finetune', 'Joint', 'Hosted', 'kd_loss', 'set_rows', 'bce_targets', 'bce_loss',
+           'ICaRLSettings', 'ICaRLConfig', 'ICaRLHost', 'ICaRL', 'margin_ranking_loss', 'LUCIRSettings', 'LUCIRConfig',
+           'LUCIRHost', 'LUCIR', 'make_host', 'HostedConfig']
 
 # %% ../../nbs/06_methods.baselines.ipynb #3fb4033f
 @dataclass
@@ -46,7 +47,25 @@ class Joint(Method):
         idx = torch.nonzero(self.train_y < p.n_seen).flatten()
         return self.train_x[idx], self.train_y[idx]
 
-# %% ../../nbs/06_methods.baselines.ipynb #ed367186
+# %% ../../nbs/06_methods.baselines.ipynb #e8030687
+class Hosted(Method):
+    """A method composed with a host (`self.host`, from `make_host`): the host gives the head, the new rows' set-up at
+    each phase >= 1, the loss and the small preset's rate; a subclass adds what its method changes."""
+    def __init__(self, config: Config | None = None, **kw):
+        super().__init__(config, **kw); self.host = self.make_host()
+    def make_host(self): raise NotImplementedError('a hosted method names its host in make_host')
+    @property
+    def head_name(self) -> str: return self.host.head
+    def setup(self, *a, **kw):
+        super().setup(*a, **kw); self.host.check_model(self.model)
+    def before_phase(self, p: Phase):
+        super().before_phase(p)
+        if p.t > 0: self.host.start_phase(self, p)
+    def rate(self, p: Phase) -> float:
+        lr = super().rate(p); return lr if lr is not None else self.host.small_lr
+    def loss(self, x, y): return self.host.loss(self, x, y)
+
+# %% ../../nbs/06_methods.baselines.ipynb #b27c9eac
 def kd_loss(logits, ref_logits, T: float = 2.0):
     "KL(softmax(ref/T) || softmax(logits/T)), summed over classes, averaged over the batch, times T^2."
     return F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(ref_logits / T, 1), reduction='batchmean', log_target=True) * T * T
@@ -71,15 +90,20 @@ def bce_loss(logits, y, ref_logits=None):
     per = F.binary_cross_entropy_with_logits(logits.float(), bce_targets(y, logits.shape[1], ref_logits), reduction='none')
     return per[:, n_old:].sum(1).mean(), per[:, :n_old].sum(1).mean()
 
+# %% ../../nbs/06_methods.baselines.ipynb #088b377a
 @dataclass
-class ICaRLConfig(Config):
+class ICaRLSettings:
+    "iCaRL's own settings, shared by every config that can host it."
+    T: float = 2.0                   # KD temperature (distill='kd')
+    beta: float = 0.25               # KD weight (distill='kd')
+    distill: Literal['kd', 'bce'] = 'kd'              # 'kd' (softmax KD of the old logits) or 'bce' (the paper: sigmoid binary cross-entropy)
+
+@dataclass
+class ICaRLConfig(ICaRLSettings, Config):
     "iCaRL (LUCIR-family variant): linear head, herded exemplars (the paper: 2,000 in total), KD at T=2 with weight 0.25."
     head: str = 'linear'
     memory: int | None = 2000        # iCaRL's fixed memory, re-balanced over the seen classes
     per_class: int | None = None
-    T: float = 2.0                   # KD temperature (distill='kd')
-    beta: float = 0.25               # KD weight (distill='kd')
-    distill: Literal['kd', 'bce'] = 'kd'              # 'kd' (softmax KD of the old logits) or 'bce' (the paper: sigmoid binary cross-entropy)
     imprint: bool = False            # phases >= 1: set the new rows to the new classes' normalised mean features
     freeze_old: bool = False         # phases >= 1: the old classes' rows stop training
     SMALL: ClassVar[dict] = dict(memory=None)   # the small preset keeps 20 a class
@@ -90,30 +114,35 @@ class ICaRLConfig(Config):
         "The released codes' iCaRL host (cosine head, imprinted new rows, frozen old rows) on the small or paper preset."
         return cls.preset(small, **{**cls.RELEASED_HOST, **kw})
 
-@register
-class ICaRL(Method):
-    "Herding memory, distillation of the old logits, nearest-mean-of-exemplars classification."
-    name, Config = 'icarl', ICaRLConfig
-    def __init__(self, config: ICaRLConfig | None = None, **kw):
-        super().__init__(config, **kw)
-        d = getattr(self.cfg, 'distill', 'kd')   # getattr: hosted methods call these hooks with configs of their own
-        check(d in ('kd', 'bce'), f"distill must be 'kd' (softmax KD) or 'bce' (the paper's sigmoid loss), got {d!r}")
-    def before_phase(self, p: Phase):
-        super().before_phase(p)
-        if p.t > 0: set_rows(self, p, getattr(self.cfg, 'imprint', False), getattr(self.cfg, 'freeze_old', False))
-    def loss(self, x, y):
-        logits = self.model(x); ref = None
-        if self.old_model is not None:
-            with torch.no_grad(): ref = self.old_model(x)
-        if getattr(self.cfg, 'distill', 'kd') == 'bce':
+# %% ../../nbs/06_methods.baselines.ipynb #62b32d9c
+class ICaRLHost:
+    "iCaRL as a host: CE + KD of the old logits (or the paper's BCE) and, where set, imprinted new rows and frozen old ones."
+    small_lr = ICaRLConfig._small_all()['lr']
+    def __init__(self, cfg: ICaRLSettings, head: str = 'linear', imprint: bool = False, freeze_old: bool = False):
+        "The choices are fixed here; the loss reads `T`, `beta` and `distill` from the method's config (`m.cfg`) at each call."
+        check(cfg.distill in ('kd', 'bce'), f"distill must be 'kd' (softmax KD) or 'bce' (the paper's sigmoid loss), got {cfg.distill!r}")
+        self.head, self.imprint, self.freeze_old = head, imprint, freeze_old
+    def check_model(self, model): pass
+    def start_phase(self, m: Method, p: Phase): set_rows(m, p, self.imprint, self.freeze_old)
+    def loss(self, m: Method, x, y):
+        logits = m.model(x); ref = None
+        if m.old_model is not None:
+            with torch.no_grad(): ref = m.old_model(x)
+        if m.cfg.distill == 'bce':
             new, old = bce_loss(logits, y, ref)
             return new + old, ({'bce': new} if ref is None else {'bce': new, 'bce_old': old})
         ce = F.cross_entropy(logits, y)
         if ref is None: return ce, {'ce': ce}
-        kd = self.cfg.beta * kd_loss(logits[:, :ref.shape[1]], ref, self.cfg.T)
+        kd = m.cfg.beta * kd_loss(logits[:, :ref.shape[1]], ref, m.cfg.T)
         return ce + kd, {'ce': ce, 'kd': kd}
 
-# %% ../../nbs/06_methods.baselines.ipynb #53bc2195
+@register
+class ICaRL(Hosted):
+    "Herding memory, distillation of the old logits, nearest-mean-of-exemplars classification."
+    name, Config = 'icarl', ICaRLConfig
+    def make_host(self): return ICaRLHost(self.cfg, self.cfg.head, self.cfg.imprint, self.cfg.freeze_old)
+
+# %% ../../nbs/06_methods.baselines.ipynb #358b43d8
 def margin_ranking_loss(cos, y, n_old: int, K: int = 2, margin: float = 0.5):
     "LUCIR's loss on old-class samples: true-class cosine above the top-K new-class cosines by `margin`."
     old = y < n_old
@@ -123,55 +152,67 @@ def margin_ranking_loss(cos, y, n_old: int, K: int = 2, margin: float = 0.5):
     return F.relu(margin - gt + hard).mean()
 
 @dataclass
-class LUCIRConfig(Config):
-    "LUCIR: cosine head, imprinting, frozen old rows, less-forget (lambda_base 5), margin ranking (K 2, m 0.5)."
-    head: str = 'cosine'
+class LUCIRSettings:
+    "LUCIR's own settings, shared by every config that can host it."
     lambda_base: float = 5.0
     K: int = 2
     margin: float = 0.5
     lw_mr: float = 1.0
+
+@dataclass
+class LUCIRConfig(LUCIRSettings, Config):
+    "LUCIR: cosine head, imprinting, frozen old rows, less-forget (lambda_base 5), margin ranking (K 2, m 0.5)."
+    head: str = 'cosine'
     SMALL: ClassVar[dict] = dict(lr=0.1)
 
-@register
-class LUCIR(Method):
-    "Cosine classifier, imprinting, less-forget feature distillation and margin ranking."
-    name, Config = 'lucir', LUCIRConfig
-    def setup(self, *a, **kw):
-        super().setup(*a, **kw)
-        check(isinstance(self.model.head, CosineHead), 'LUCIR needs the cosine head (head="cosine")')
-    def before_phase(self, p: Phase):
-        super().before_phase(p)
-        if p.t == 0: return
-        self.model.eval()
-        feats = extract_features(self.model.features, self.train_x[p.train_idx], self.prep)
-        self.model.head.imprint(feats, self.train_y[p.train_idx])
-        self.model.head.freeze_old()
-        self.lam = self.cfg.lambda_base * math.sqrt(p.n_old / len(p.classes))
-    def loss(self, x, y):
-        logits, f = self.model(x, with_features=True); ce = F.cross_entropy(logits, y)
-        if self.old_model is None: return ce, {'ce': ce}
-        with torch.no_grad(): f_ref = self.old_model.features(x)
+# %% ../../nbs/06_methods.baselines.ipynb #98c1568b
+class LUCIRHost:
+    "LUCIR as a host: cosine head, imprinted new rows, frozen old rows, less-forget distillation and margin ranking."
+    small_lr, imprint, freeze_old = LUCIRConfig._small_all()['lr'], True, True
+    def __init__(self, head: str = 'cosine'): self.head, self.lam = head, 0.0   # the settings are read from `m.cfg`
+    def check_model(self, model):
+        check(isinstance(model.head, CosineHead), 'LUCIR needs the cosine head (head="cosine")')
+    def start_phase(self, m: Method, p: Phase):
+        set_rows(m, p, True, True)
+        self.lam = m.cfg.lambda_base * math.sqrt(p.n_old / len(p.classes))
+    def loss(self, m: Method, x, y):
+        logits, f = m.model(x, with_features=True); ce = F.cross_entropy(logits, y)
+        if m.old_model is None: return ce, {'ce': ce}
+        with torch.no_grad(): f_ref = m.old_model.features(x)
         dis = self.lam * (1 - F.cosine_similarity(f, f_ref.float(), dim=1)).mean()
-        n_old = self.old_model.head.n_classes
-        mr = self.cfg.lw_mr * margin_ranking_loss(self.model.head(f, scale=False), y, n_old, self.cfg.K, self.cfg.margin)
+        n_old = m.old_model.head.n_classes
+        mr = m.cfg.lw_mr * margin_ranking_loss(m.model.head(f, scale=False), y, n_old, m.cfg.K, m.cfg.margin)
         return ce + dis + mr, {'ce': ce, 'dis': dis, 'mr': mr}
 
-# %% ../../nbs/06_methods.baselines.ipynb #057f7be9
-HOSTS = {'lucir': LUCIR, 'icarl': ICaRL, 'icarl_released': ICaRL}
+@register
+class LUCIR(Hosted):
+    "Cosine classifier, imprinting, less-forget feature distillation and margin ranking."
+    name, Config = 'lucir', LUCIRConfig
+    def make_host(self): return LUCIRHost(self.cfg.head)
 
-def resolve_host(host: str, head: str | None = None, imprint: bool | None = None, freeze_old: bool | None = None,
-                 distill: str = 'kd') -> tuple:
-    """A hosted method's (host class, head, imprint, freeze_old). 'lucir': the cosine head, always imprinted and frozen;
-    'icarl': iCaRL's defaults (linear head, neither); 'icarl_released': the released AANets / Mnemonics codes' iCaRL
-    (`ICaRLConfig.RELEASED_HOST`: cosine head, imprinted new rows, frozen old rows). On the iCaRL hosts a setting that
-    is not None overrides the host's default."""
-    check(host in HOSTS, f"unknown host {host!r}: use one of {', '.join(HOSTS)} (--host {'|'.join(HOSTS)})")
-    check(distill in ('kd', 'bce'), f"distill must be 'kd' (softmax KD) or 'bce' (the paper's sigmoid loss), got {distill!r}")
-    if host == 'lucir':
-        check(imprint is not False and freeze_old is not False and distill == 'kd',
+# %% ../../nbs/06_methods.baselines.ipynb #51575ce8
+HOSTS = ('lucir', 'icarl', 'icarl_released')
+
+def make_host(cfg):
+    """The host that a hosted method's `cfg` names. 'lucir': the cosine head, always imprinted and frozen; 'icarl':
+    iCaRL's defaults (linear head, neither); 'icarl_released': the released AANets / Mnemonics codes' iCaRL
+    (`ICaRLConfig.RELEASED_HOST`). On the iCaRL hosts `head`, `imprint` and `freeze_old` override the host's default."""
+    check(cfg.host in HOSTS, f"unknown host {cfg.host!r}: use one of {', '.join(HOSTS)} (--host {'|'.join(HOSTS)})")
+    if cfg.host == 'lucir':
+        check(cfg.imprint is not False and cfg.freeze_old is not False and cfg.distill == 'kd',
               'imprint, freeze_old and distill are settings of the iCaRL hosts: LUCIR always imprints, freezes and has its own loss')
-        check(head in (None, 'cosine'), f'the LUCIR host needs the cosine head (head="cosine" or None), got {head!r}')
-        return LUCIR, 'cosine', True, True
-    d = ICaRLConfig.RELEASED_HOST if host == 'icarl_released' else dict(head=ICaRLConfig.head, imprint=False, freeze_old=False)
-    return ICaRL, head or d['head'], d['imprint'] if imprint is None else imprint, d['freeze_old'] if freeze_old is None else freeze_old
+        check(cfg.head in (None, 'cosine'), f'the LUCIR host needs the cosine head (head="cosine" or None), got {cfg.head!r}')
+        return LUCIRHost()
+    d = ICaRLConfig.RELEASED_HOST if cfg.host == 'icarl_released' else dict(head=ICaRLConfig.head, imprint=False, freeze_old=False)
+    own = lambda k: d[k] if getattr(cfg, k) is None else getattr(cfg, k)
+    return ICaRLHost(cfg, cfg.head or d['head'], own('imprint'), own('freeze_old'))
 
+@dataclass
+class HostedConfig(LUCIRSettings, ICaRLSettings, Config):
+    "A method on a host: which host, its head, and the hosts' own settings (`LUCIRSettings`, `ICaRLSettings`)."
+    host: Literal['lucir', 'icarl', 'icarl_released'] = 'lucir'   # 'icarl_released': the released codes' iCaRL (cosine head, imprint, frozen old rows)
+    head: str | None = None          # None: the host's head (cosine for LUCIR and icarl_released, linear for icarl)
+    imprint: bool | None = None      # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
+    freeze_old: bool | None = None   # iCaRL hosts: the same for freezing the old rows
+    SMALL: ClassVar[dict] = dict(lr=None)   # lr None: the host's small-preset rate (LUCIR 0.1, iCaRL 0.05)
+    def __post_init__(self): make_host(self)   # refuses host settings that do not go together

@@ -35,15 +35,8 @@ OBJECTIVES = ('bilevel', 'v1', 'released')
 V1_INNER_LR, V1_BETAS = 0.01, (0.5, 0.999)   # the first release's inner rate (its mnemonics_lr) and its Adam betas
 
 @dataclass
-class MnemonicsConfig(LUCIRConfig):
-    "Mnemonics training on a LUCIR or iCaRL host: K-step unrolled inner loop, pixel-level outer updates."
-    host: Literal['lucir', 'icarl', 'icarl_released'] = 'lucir'              # model-level method: 'lucir', 'icarl' or 'icarl_released' (the released code's: cosine head, imprint, frozen old rows)
-    head: str | None = None          # None: the host's head (cosine for LUCIR and icarl_released, linear for icarl)
-    T: float = 2.0                   # iCaRL hosts: distillation temperature
-    beta: float = 0.25               # iCaRL hosts: distillation weight
-    distill: Literal['kd', 'bce'] = 'kd'              # iCaRL hosts: 'kd' or the paper's 'bce'
-    imprint: bool | None = None      # iCaRL hosts: None is the host's default (icarl off, icarl_released on); LUCIR always imprints
-    freeze_old: bool | None = None   # iCaRL hosts: the same for freezing the old rows
+class MnemonicsConfig(HostedConfig):
+    "Mnemonics training on a LUCIR or iCaRL host (`HostedConfig`): K-step unrolled inner loop, pixel-level outer updates."
     objective: Literal['bilevel', 'v1', 'released'] = 'bilevel'       # 'bilevel' (the paper), 'v1' (the first code release, classifier-only inner loop) or 'released' (the later code, single-level class-mean loss)
     inner_steps: int = 5             # K (bilevel)
     inner_lr: float | None = None    # alpha, the inner SGD rate; None: 0.1 for bilevel (the host's rate), 0.01 for v1 (its code's)
@@ -57,7 +50,7 @@ class MnemonicsConfig(LUCIRConfig):
     SMALL: ClassVar[dict] = dict(lr=None, outer_iters=10, outer_batch=64)
 
     def __post_init__(self):
-        resolve_host(self.host, self.head, self.imprint, self.freeze_old, self.distill)   # checks the host's settings
+        super().__post_init__()          # the host's settings
         check(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}: use 'bilevel' (the paper), 'v1' (the first code release) or 'released' (the later code)")
         check(isinstance(self.inner_steps, int) and self.inner_steps >= 1, f'inner_steps (K) must be an integer >= 1, got {self.inner_steps!r}')
         check(isinstance(self.inner_passes, int) and self.inner_passes >= 1, f'inner_passes must be an integer >= 1, got {self.inner_passes!r}')
@@ -252,37 +245,14 @@ def split_halves(x, y, value_and_grad_for, iters: int, lr: float) -> tuple:
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #43c5c02c
 @register
-class Mnemonics(LUCIR, ICaRL):
+class Mnemonics(Hosted):
     "Mnemonics training (Liu et al., CVPR 2020): pixel-optimised exemplars on a LUCIR or iCaRL host."
     name, Config = 'mnemonics', MnemonicsConfig
-    def __init__(self, config: MnemonicsConfig | None = None, **kw):
-        super().__init__(config, **kw)
-        c = self.cfg
-        self.host_cls, self.head_name, self.imprint, self.freeze_old = resolve_host(c.host, c.head, c.imprint, c.freeze_old, c.distill)
-    @property
-    def lucir(self) -> bool: return self.cfg.host == 'lucir'
-    def host_value(self, field: str):
-        "A setting, or the host's own (small-preset) value where ours is None."
-        v = getattr(self.cfg, field)
-        return v if v is not None else getattr(self.host_cls.Config.small(), field)
-    def build_model(self) -> CILNet:
-        kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
-        return make_model(self.cfg.backbone, self.data.channels, self.head_name, self.cfg.norm, **kw)
+    def make_host(self): return make_host(self.cfg)
     def setup(self, *a, **kw):
-        (LUCIR.setup if self.lucir else Method.setup)(self, *a, **kw)
+        super().setup(*a, **kw)
         check(self.uses_memory and (self.cfg.per_class or self.cfg.memory), 'mnemonics needs an exemplar memory: set per_class or memory > 0')
         self.mn_record = None
-    def before_phase(self, p: Phase):
-        if self.lucir: return LUCIR.before_phase(self, p)
-        Method.before_phase(self, p)
-        if p.t > 0: set_rows(self, p, self.imprint, self.freeze_old)   # icarl_released: imprinted new rows, frozen old ones
-    def loss(self, x, y): return self.host_cls.loss(self, x, y)
-    def optimizer(self, p: Phase, steps_per_epoch: int):
-        lr = self.host_value('lr'); lr = self.cfg.base_lr if p.t == 0 and self.cfg.base_lr is not None else lr
-        groups = [{**g, 'lr': lr * g.pop('lr_scale', 1.0)} for g in self.param_groups(p)]
-        groups = [g for g in groups if len(g['params'])]
-        opt = torch.optim.SGD(groups, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
-        return opt, make_schedule(opt, self.cfg, self.epochs(p), steps_per_epoch)
 
     def _group(self, labels) -> tuple:
         "Exemplars of `labels` as float images in [0, 1] with their labels."
