@@ -211,8 +211,8 @@ def plot_bench_curves(results: dict, ax=None, title=None):
             mu, sd = A.mean(0), (A.std(0, ddof=1) if len(A) > 1 else np.zeros(A.shape[1]))
             ax.plot(ns, mu, ls, color=f'C{i}', marker='o', ms=3, label=f'{name} {h} ({mu.mean():.2f})')
             ax.fill_between(ns, mu - sd, mu + sd, color=f'C{i}', alpha=0.12)
-    ax.set_xlabel('number of classes seen'); ax.set_ylabel('accuracy (%)'); ax.grid(alpha=0.3)
-    ax.legend(title='method head (A_avg)', fontsize='small')
+    ax.set_xticks(list(ns)); ax.set_xlabel('number of classes seen'); ax.set_ylabel('accuracy (%)'); ax.grid(alpha=0.3)
+    ax.legend(title='method head (A_avg)', fontsize='small', loc='upper left', bbox_to_anchor=(1.01, 1))   # beside the curves, not on them
     if title: ax.set_title(title)
     return ax
 
@@ -223,6 +223,12 @@ def _machine(device) -> str:
     n = torch.get_num_threads()
     return f"{device.type}, {n} thread{'s' if n != 1 else ''}"
 
+def _backbones(cfgs: dict) -> str:
+    "Each run's backbone and epochs, said once when every run shares them."
+    say = lambda c: f'{c["backbone"]} ({c["epochs"]} epoch{"s" if c["epochs"] != 1 else ""} a phase)'
+    said = {k: say(c) for k, c in cfgs.items()}
+    return f'every run {next(iter(said.values()))}' if len(set(said.values())) == 1 else ', '.join(f'{k} {s}' for k, s in said.items())
+
 def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | None = None, jobs: int = 1) -> Path:
     "Write `out/results.md`, `out/curves.png` and `out/bench.json`; returns the path of results.md."
     out = Path(out)
@@ -230,11 +236,10 @@ def write_bench(results: dict, sc: Scenario, out, device='cpu', command: str | N
     md = [f'### {sc.data.name}: {", ".join(results)}', '', '```', sc.card(), '```', '', bench_table(results), '',
           f'Mean ± std over seeds {[r.seed for r in next(iter(results.values()))]}; A_avg is the average incremental accuracy '
           f'over all phases, the first included; forgetting is the average forgetting of the CNN head. Backbones: '
-          + ', '.join(f'{k} {c["backbone"]} ({c["epochs"]} epoch{"s" if c["epochs"] != 1 else ""} a phase)' for k, c in cfgs.items())
-          + f'. Machine: {_machine(device)}' + (f', {jobs} runs at once' if jobs > 1 else '') + f', torch {torch.__version__} (small-run figures move with the thread count).']
+          + _backbones(cfgs) + f'. Machine: {_machine(device)}' + (f', {jobs} runs at once' if jobs > 1 else '') + f', torch {torch.__version__} (small-run figures move with the thread count).']
     if command: md += ['', f'Command: `{command}`']
     path = atomic_write_text('\n'.join(md) + '\n', out / 'results.md')
-    fig, ax = plt.subplots(figsize=(6.5, 4.2)); plot_bench_curves(results, ax=ax, title=f'{sc.data.name}: mean over seeds')
+    fig, ax = plt.subplots(figsize=(8.5, 4.2)); plot_bench_curves(results, ax=ax, title=f'{sc.data.name}: mean over seeds')
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight'); plt.close(fig)
     atomic_write(out / 'curves.png', lambda f: f.write(buf.getvalue()))
     atomic_write_json({'card': sc.card(), 'rows': bench_rows(results),
