@@ -152,7 +152,8 @@ class Explorer:
         if self.show:
             import ipywidgets as W
             kids = [W.HTML(f'<i>no pictures for phase {t}</i>')] if not self.pictures else []
-            for name, path in self.pictures.items(): kids += [W.HTML(f'<b>{name}</b>'), W.Image(value=Path(path).read_bytes(), format='png')]
+            for name, path in self.pictures.items():   # a grid at a readable size, whatever the images' own size
+                kids += [W.HTML(f'<b>{name}</b>'), W.Image(value=Path(path).read_bytes(), format='png', layout=W.Layout(max_width='420px'))]
             self.box_pictures.children = kids
         self.state = dict(label=self.method.value, head=h, phase=t, n_classes=n, pictures=sorted(self.pictures))
         self.updates += 1
