@@ -27,8 +27,8 @@ from .explorer import *
 from .cli import prepare, RunSpec, load_methods, check_out, machine_note, label_folder, ArgParser, add_run_args, main, set_threads, _argv, Stopped, on_sigterm
 
 # %% auto #0
-__all__ = ['RELATIVE_COST', 'peak_memory_mb', 'train_images_per_second', 'bench_folders', 'benchmark', 'bench_rows',
-           'bench_table', 'plot_bench_curves', 'write_bench', 'cil_nb_bench']
+__all__ = ['peak_memory_mb', 'train_images_per_second', 'bench_folders', 'benchmark', 'bench_rows', 'bench_table',
+           'plot_bench_curves', 'write_bench', 'cil_nb_bench']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -120,10 +120,6 @@ def _cell_line(label, s, r, how, w: int = 14) -> str:
     return (f'{label:<{w}} seed {s}: ' + '  '.join(f'{h} {r.summary(h)["avg_inc_acc"]:6.2f}' for h in r.heads)
             + f'  {r.extras["wall_seconds"]:6.1f} s  {r.extras["train_images_per_second"]:6.0f} img/s' + (f'  ({how})' if how else ''))
 
-# wall time of one run of each method at its small preset, relative to finetune's (Fashion-MNIST protocol, one thread,
-# README's table); `--jobs` starts the longest runs first, so that no worker is left alone with a long run at the end
-RELATIVE_COST = dict(finetune=1, icarl=1.3, lucir=1.3, joint=2.4, foster=3.7, mnemonics=3.8, cim=4.7, aanets=5,
-                     genifer=6, class_impression=10)
 
 def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=None, log=print, pictures: bool = True,
               resume: bool = False, overwrite: bool = False, jobs: int = 1, threads: int | None = None) -> dict:
@@ -157,7 +153,7 @@ def benchmark(methods: list, sc: Scenario, device='auto', seeds=(0, 1, 2), out=N
         old_hook = sys.excepthook; sys.excepthook = _quiet_sharer(old_hook)
         try:
             futs = {ex.submit(_worker_cell, m, sc, device, s, folders.get((label, s)), resume, overwrite, pictures and i == 0, threads or 1):
-                    (label, s) for m, label, i, s in sorted(cells, key=lambda c: -RELATIVE_COST.get(c[0].name, 1))}   # longest first
+                    (label, s) for m, label, i, s in sorted(cells, key=lambda c: -getattr(c[0], 'relative_cost', 1.0))}   # longest first (`Method.relative_cost`), so no worker is left alone with a long run
             for f in as_completed(futs):
                 label, s = futs[f]; r, how = f.result()
                 done[label, s] = r; log(_cell_line(label, s, r, how, w))

@@ -129,6 +129,7 @@ class Method:
     Config = Config
     uses_memory = True        # keeps exemplars, and so has an NME head
     torchrun_refusal = None   # a method that cannot be split over processes says why here
+    relative_cost = 1.0       # wall time of a small-preset run against finetune's (README's Fashion-MNIST protocol); the bench starts the longest first
     def __init__(self, config: Config | None = None, **kw):
         cfg = config if config is not None else self.Config.preset()
         check(isinstance(cfg, Config), f'config must be a {self.Config.__name__}, got {type(cfg).__name__}')

@@ -166,7 +166,7 @@ class AANetsConfig(HostedConfig):
 @register
 class AANets(Hosted):
     "Adaptive Aggregation Networks: stable + plastic block per level, weights learnt on a balanced subset; LUCIR or iCaRL host."
-    name, Config = 'aanets', AANetsConfig
+    name, Config, relative_cost = 'aanets', AANetsConfig, 5.0
     def __init__(self, config: AANetsConfig | None = None, **kw):
         super().__init__(config, **kw)
         c = self.cfg

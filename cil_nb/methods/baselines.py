@@ -43,6 +43,7 @@ class Finetune(Method):
 class Joint(Method):
     "Cross-entropy on every image of every class seen so far: the upper bound."
     name, Config, uses_memory = 'joint', PlainConfig, False
+    relative_cost = 2.4
     def training_data(self, p: Phase):
         idx = torch.nonzero(self.train_y < p.n_seen).flatten()
         return self.train_x[idx], self.train_y[idx]
@@ -139,7 +140,7 @@ class ICaRLHost:
 @register
 class ICaRL(Hosted):
     "Herding memory, distillation of the old logits, nearest-mean-of-exemplars classification."
-    name, Config = 'icarl', ICaRLConfig
+    name, Config, relative_cost = 'icarl', ICaRLConfig, 1.3
     def make_host(self): return ICaRLHost(self.cfg, self.cfg.head, self.cfg.imprint, self.cfg.freeze_old)
 
 # %% ../../nbs/06_methods.baselines.ipynb #358b43d8
@@ -187,7 +188,7 @@ class LUCIRHost:
 @register
 class LUCIR(Hosted):
     "Cosine classifier, imprinting, less-forget feature distillation and margin ranking."
-    name, Config = 'lucir', LUCIRConfig
+    name, Config, relative_cost = 'lucir', LUCIRConfig, 1.3
     def make_host(self): return LUCIRHost(self.cfg.head)
 
 # %% ../../nbs/06_methods.baselines.ipynb #51575ce8

@@ -262,7 +262,7 @@ class CIMConfig(FosterConfig):
 @register
 class CIM(Foster):
     "FOSTER with CIM's compressed exemplars: CAM boxes, budget-aware herding, a bilevel-trained rational mask model."
-    name, Config = 'cim', CIMConfig
+    name, Config, relative_cost = 'cim', CIMConfig, 4.7
     def setup(self, scenario, device, seed: int = 0):
         super().setup(scenario, device, seed); c = self.cfg
         check(c.mask in ('cim', 'cam'), f"mask must be 'cim' (learned mask model) or 'cam' (fixed-tau CAM), got {c.mask!r}")

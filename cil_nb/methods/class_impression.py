@@ -280,6 +280,7 @@ class CIConfig(Config):
 class ClassImpression(Method):
     "Data-free CIL: mean images + synthesised class impressions replayed with LUCIR losses and IdC."
     name, Config, uses_memory = 'class_impression', CIConfig, False
+    relative_cost = 10.0
 
     def setup(self, scenario, device, seed=0):
         super().setup(scenario, device, seed)

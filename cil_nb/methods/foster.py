@@ -98,7 +98,7 @@ class FosterConfig(Config):
 @register
 class Foster(Method):
     "FOSTER: boost a new backbone beside the frozen old one, then compress both into one by balanced KD."
-    name, Config = 'foster', FosterConfig
+    name, Config, relative_cost = 'foster', FosterConfig, 3.7
     def setup(self, *a, **kw):
         super().setup(*a, **kw)
         c = self.cfg

@@ -219,6 +219,7 @@ class GeniferConfig(Config):
 class Genifer(Method):
     "Generative feature-driven image replay (Thandiackal et al., IVC 2024): no exemplars, a feature-driven conditional GAN."
     name, Config, uses_memory = 'genifer', GeniferConfig, False
+    relative_cost = 6.0
 
     def setup(self, scenario, device, seed=0):
         super().setup(scenario, device, seed)

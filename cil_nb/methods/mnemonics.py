@@ -247,7 +247,7 @@ def split_halves(x, y, value_and_grad_for, iters: int, lr: float) -> tuple:
 @register
 class Mnemonics(Hosted):
     "Mnemonics training (Liu et al., CVPR 2020): pixel-optimised exemplars on a LUCIR or iCaRL host."
-    name, Config = 'mnemonics', MnemonicsConfig
+    name, Config, relative_cost = 'mnemonics', MnemonicsConfig, 3.8
     def make_host(self): return make_host(self.cfg)
     def setup(self, *a, **kw):
         super().setup(*a, **kw)
