@@ -8,7 +8,9 @@ import math, time
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 import numpy as np
+from fastcore.basics import patch
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 from ..core import *
@@ -23,12 +25,13 @@ from ..engine import *
 from ..distributed import *
 from ..learner import *
 from .baselines import *
+from .aanets import ScaledConv2d, stable_copy
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'V1_INNER_LR', 'V1_BETAS', 'KINDS', 'MnemonicsConfig', 'split_params', 'inner_adapt', 'pieces',
            'loss_and_grad', 'reverse_sweep', 'hypergradient', 'optimise_pixels', 'query_sampler', 'bilevel_objective',
-           'released_objective', 'slots', 'v1_adapt', 'v1_objective', 'split_halves', 'Mnemonics', 'tsne_snapshot',
-           'TSNEWatch', 'tsne_watch', 'plot_mnemonics_tsne']
+           'released_objective', 'slots', 'v1_adapt', 'v1_objective', 'split_halves', 'Mnemonics', 'TransferNet',
+           'tsne_snapshot', 'TSNEWatch', 'tsne_watch', 'plot_mnemonics_tsne']
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #1806fca7
 OBJECTIVES = ('bilevel', 'v1', 'released')
@@ -47,6 +50,8 @@ class MnemonicsConfig(HostedConfig):
     first_order: bool = False        # first-order hypergradient (no products of inner Hessians)
     hyper_chunk: int | None = 128    # exact hypergradient in pieces of this many exemplars (bounded memory); None: one graph
     adjust_old: bool = True          # split-halves update of old exemplars (bilevel only)
+    weight_transfer: bool = False    # from phase 1 on: frozen convolutions x learnt scales (the later release's network_mtl)
+    transfer_scale: Literal['channel', 'released'] = 'released'   # the scales' shape: (out, in) as released, or per output channel
     SMALL: ClassVar[dict] = dict(lr=None, outer_iters=10, outer_batch=64)
 
     def __post_init__(self):
@@ -57,6 +62,7 @@ class MnemonicsConfig(HostedConfig):
         check(self.outer_iters >= 0, f'outer_iters must be >= 0 (0 turns mnemonics off), got {self.outer_iters}')
         check((self.inner_lr is None or self.inner_lr > 0) and self.outer_lr > 0, f'inner_lr and outer_lr must be > 0, got {self.inner_lr}, {self.outer_lr}')
         check(self.outer_batch >= 1, f'outer_batch must be >= 1, got {self.outer_batch}')
+        check(self.transfer_scale in ('channel', 'released'), f"transfer_scale must be 'channel' or 'released', got {self.transfer_scale!r}")
         check(self.hyper_chunk is None or (isinstance(self.hyper_chunk, int) and self.hyper_chunk >= 1),
               f'hyper_chunk must be None (one graph) or an integer >= 1 (exemplars a piece), got {self.hyper_chunk!r}')
     @property
@@ -307,6 +313,30 @@ class Mnemonics(Hosted):
     def record(self, extras: dict, p: Phase) -> dict:
         if self.mn_record is not None: extras.setdefault('mnemonics', []).append(self.mn_record)
         return extras
+
+# %% ../../nbs/10_methods.mnemonics.ipynb #d6578020
+class TransferNet(CILNet):
+    "A `CILNet` whose convolutions become frozen weights x learnt scales (`ScaledConv2d`) when the head grows past phase 0."
+    def __init__(self, backbone: nn.Module, head: GrowingHead, scale: str = 'released'):
+        super().__init__(backbone, head); self.transfer_scale = scale
+    @property
+    def transferred(self) -> bool: return any(isinstance(c, ScaledConv2d) for c in self.backbone.modules())
+    def transfer(self):
+        "Freeze the convolutions and give each a scale (no-op when done)."
+        if not self.transferred: self.backbone = stable_copy(self.backbone, self.transfer_scale)
+        return self
+    def grow(self, n_new: int):
+        if self.n_classes > 0: self.transfer()
+        return super().grow(n_new)
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if not self.transferred and any(k.startswith('backbone.') and k.endswith('.scale') for k in state_dict): self.transfer()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+@patch
+def build_model(self: Mnemonics) -> CILNet:
+    "The host's network, as a `TransferNet` when `weight_transfer` is on."
+    net = super(Mnemonics, self).build_model()
+    return TransferNet(net.backbone, net.head, self.cfg.transfer_scale) if self.cfg.weight_transfer else net
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #5b9da2d6
 KINDS = ('herding', 'mnemonics', 'random')
