@@ -185,7 +185,8 @@ def prepare(*args, **kw):
         for m in methods: check(distributed_refusal(m) is None, distributed_refusal(m))
     out = Path(s.out).expanduser(); _check_writable(out)
     dev = get_device(s.device)
-    data = load_dataset(s.dataset, root=s.root, download=s.download, size=s.size)
+    whole = s.preset == 'paper' and s.eval == 'test'    # the papers train on the whole official training set: no val carved out
+    data = load_dataset(s.dataset, root=s.root, download=s.download, size=s.size, whole_train=whole)
     if s.pad_to is not None:   # e.g. the Class Impression code's MedMNIST protocol: 28 px images zero-padded to 32
         from cil_nb.methods.class_impression import pad_data
         check(torch.is_tensor(data.train_x), f'--pad_to needs a data set held in memory; {data.name} is read from disk')

@@ -232,8 +232,8 @@ def default_root() -> Path:
 _CIFAR = {'cifar10': ('CIFAR10', 'cifar-10-batches-py', 'data_batch_1', 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'),
           'cifar100': ('CIFAR100', 'cifar-100-python', 'train', 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz')}
 
-def load_cifar(name: str = 'cifar10', root=None, download: bool = False) -> CILData:
-    "CIFAR-10 or CIFAR-100 with the official train/test split, through torchvision; 10% of train to val."
+def load_cifar(name: str = 'cifar10', root=None, download: bool = False, val_frac: float = VAL_FRAC) -> CILData:
+    "CIFAR-10 or CIFAR-100 with the official train/test split, through torchvision; `val_frac` of train to val (0: none)."
     import torchvision
     check(name in _CIFAR, f'unknown CIFAR variant {name!r}: use cifar10 or cifar100')
     cls, folder, probe, url = _CIFAR[name]; root = Path(os.path.expanduser(root or default_root()))
@@ -243,8 +243,8 @@ def load_cifar(name: str = 'cifar10', root=None, download: bool = False) -> CILD
                        f'fetch {url} into {root}, or unpack that archive there yourself (set root= / --root)')
     ds = {s: getattr(torchvision.datasets, cls)(str(root), train=s == 'train', download=download) for s in ('train', 'test')}
     xy = {s: (to_nchw_uint8(d.data), torch.as_tensor(d.targets).long()) for s, d in ds.items()}
-    return carve_val(CILData(name, *xy['train'], *xy['test'], list(ds['train'].classes), flip=True,
-                             note=f'torchvision {cls} ({folder}), official train/test split'))
+    d = CILData(name, *xy['train'], *xy['test'], list(ds['train'].classes), flip=True, note=f'torchvision {cls} ({folder}), official train/test split')
+    return carve_val(d, val_frac) if val_frac else d
 
 # %% ../nbs/01_data.ipynb #f4a51e02
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
@@ -288,8 +288,8 @@ def _fashion_files(folder: Path):
         check(len(missing) == 4, f'{d} holds only some of the Fashion-MNIST files: {", ".join(missing)} missing')
     return None
 
-def load_fashion_mnist(root=None, download: bool = False) -> CILData:
-    "Fashion-MNIST from its official idx files (60,000/10,000 split, 10% of train to val): `root` if given, else the default root or Debian's copy; or a download."
+def load_fashion_mnist(root=None, download: bool = False, val_frac: float = VAL_FRAC) -> CILData:
+    "Fashion-MNIST from its official idx files (60,000/10,000 split, `val_frac` of train to val, 0: none): `root` if given, else the default root or Debian's copy; or a download."
     first = Path(os.path.expanduser(root)) if root else default_root()
     check(not root or first.is_dir() or download, f'--root {root} is not a folder: give the folder that holds the Fashion-MNIST '
           f'files, or leave --root out to use {default_root()} or {FASHION_SYSTEM_DIR}')
@@ -317,7 +317,7 @@ def load_fashion_mnist(root=None, download: bool = False) -> CILData:
     t = lambda k: torch.as_tensor(a[k].astype(np.int64))
     d = CILData('fashion-mnist', to_nchw_uint8(a['train_x']), t('train_y'), to_nchw_uint8(a['test_x']), t('test_y'), list(FASHION_CLASSES),
                 flip=True, note=f'Fashion-MNIST idx files in {found["train_x"].parent}; official {len(a["train_y"]):,}/{len(a["test_y"]):,} train/test split')
-    return carve_val(d)
+    return carve_val(d, val_frac) if val_frac else d
 
 # %% ../nbs/01_data.ipynb #4ec7bf2d
 def per_class_subset(d: CILData, n_train: int, n_test: int | None = None, n_classes: int | None = None,
@@ -355,17 +355,21 @@ def check_fits_memory(n_bytes: int, what: str):
     check(free is None or 2 * n_bytes <= free, f'{what} needs {n_bytes / 2**30:.1f} GiB for its images, more than half the '
           f'{(free or 0) / 2**30:.1f} GiB of memory free here (training needs the rest): choose a smaller size')
 
-def load_dataset(name: str, root=None, download: bool = False, size: int | None = None, eval_split: str = 'test') -> CILData:
-    "Load a data set by name (see `DATASETS`), optionally resized to `size` x `size`, evaluated on `eval_split` ('test' or 'val')."
+def load_dataset(name: str, root=None, download: bool = False, size: int | None = None, eval_split: str = 'test',
+                 whole_train: bool = False) -> CILData:
+    """Load a data set by name (see `DATASETS`), optionally resized to `size` x `size`, evaluated on `eval_split` ('test' or 'val').
+    `whole_train`: CIFAR and Fashion-MNIST keep their whole official training set (no val carved out), as the papers train."""
+    check(not (whole_train and eval_split == 'val'), 'whole_train leaves no validation split to evaluate on: use eval_split=\'test\'')
     check(size is None or (isinstance(size, int) and size >= 4), f'size must be an integer of at least 4 pixels, got {size!r}')
     check(eval_split in ('test', 'val'), f"the evaluation split must be 'test' or 'val', got {eval_split!r}")
     if name.startswith('medmnist:'): return load_medmnist(name.split(':', 1)[1], root, download, size).with_eval(eval_split)
     if name.startswith('folder:'):
         from cil_nb.folders import load_folder   # (folders builds on this module)
         return load_folder(name.split(':', 1)[1], size).with_eval(eval_split)
-    loaders = {'digits': load_digits_data, 'mnist5k': load_mnist5k, 'fashion-mnist': lambda: load_fashion_mnist(root, download),
-               'synthetic': make_synthetic, 'cifar10': lambda: load_cifar('cifar10', root, download),
-               'cifar100': lambda: load_cifar('cifar100', root, download)}
+    vf = 0 if whole_train else VAL_FRAC
+    loaders = {'digits': load_digits_data, 'mnist5k': load_mnist5k, 'fashion-mnist': lambda: load_fashion_mnist(root, download, vf),
+               'synthetic': make_synthetic, 'cifar10': lambda: load_cifar('cifar10', root, download, vf),
+               'cifar100': lambda: load_cifar('cifar100', root, download, vf)}
     if name not in loaders:
         raise CILError(f'unknown data set {name!r}: valid names are {", ".join(DATASETS)} '
                        f'(MedMNIST flags: {", ".join(medmnist_flags())})')

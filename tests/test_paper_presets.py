@@ -71,3 +71,14 @@ def test_the_small_presets_keep_20_a_class():
     for name in PAPER:
         m = _method_config(name, 'small', None, None, None, None)
         if m.uses_memory: assert (m.cfg.memory, m.cfg.per_class) == (None, 20), name
+
+def test_paper_protocols_train_on_the_whole_official_training_set(monkeypatch, tmp_path):
+    "`--preset paper` loads CIFAR (and Fashion-MNIST) with no val carved out of train; the small preset and tuning runs keep it."
+    seen = []
+    def fake(*a, **k):
+        seen.append(k.get('whole_train')); return make_synthetic(n_classes=100, n_train=2, n_test=1, n_val=1, size=8)
+    monkeypatch.setattr(cli, 'load_dataset', fake)
+    prepare('lucir', 'cifar100', preset='paper', device='cpu', out=tmp_path / 'a')
+    prepare('lucir', 'cifar100', preset='small', device='cpu', out=tmp_path / 'b')
+    prepare('lucir', 'cifar100', preset='paper', eval='val', device='cpu', out=tmp_path / 'c')
+    assert seen == [True, False, False]
