@@ -87,7 +87,7 @@ def inner_adapt(model, params: dict, fixed: dict, x, y, steps: int, lr: float, c
         params = {n: (w if g is None else w - lr * g) for (n, w), g in zip(params.items(), gs)}
     return params
 
-# %% ../../nbs/10_methods.mnemonics.ipynb #6b51d1d9
+# %% ../../nbs/10_methods.mnemonics.ipynb #d4fe0fbf
 def pieces(n: int, chunk: int | None = None) -> list:
     "Slices that cover range(n) in pieces of at most `chunk` (one piece when `chunk` is None)."
     k = max(1, chunk or n)
@@ -105,6 +105,7 @@ def loss_and_grad(model, fixed: dict, params: dict, prep, x, y, chunk: int | Non
         total = total + l.detach()
     return total, gs
 
+# %% ../../nbs/10_methods.mnemonics.ipynb #1399d009
 def reverse_sweep(model, fixed: dict, theta: dict, prep, ex, ex_y, qx, qy, steps: int, lr: float,
                   first_order: bool = False, chunk: int | None = None) -> tuple:
     """Outer loss and its gradient in the pixels `ex` by reverse mode through the `steps` inner SGD steps written out by hand,
@@ -129,6 +130,7 @@ def reverse_sweep(model, fixed: dict, theta: dict, prep, ex, ex_y, qx, qy, steps
         if not first_order: v = [vi - lr * h for vi, h in zip(v, hv)]    # v <- (I - lr H_k) v
     return out, g_ex
 
+# %% ../../nbs/10_methods.mnemonics.ipynb #8546fc88
 def hypergradient(model, prep, ex, ex_y, qx, qy, steps: int = 5, lr: float = 0.1, first_order: bool = False,
                   chunk: int | None = None) -> tuple:
     """Outer loss CE(f_{theta_K}(qx), qy), theta_K = model after `steps` SGD steps on (ex, ex_y), and its gradient
@@ -249,7 +251,7 @@ def split_halves(x, y, value_and_grad_for, iters: int, lr: float) -> tuple:
         x[train] = new; hists.append(h)
     return x, hists
 
-# %% ../../nbs/10_methods.mnemonics.ipynb #43c5c02c
+# %% ../../nbs/10_methods.mnemonics.ipynb #51b3ecb1
 @register
 class Mnemonics(Hosted):
     "Mnemonics training (Liu et al., CVPR 2020): pixel-optimised exemplars on a LUCIR or iCaRL host."
@@ -268,51 +270,61 @@ class Mnemonics(Hosted):
     def _store(self, labels, x, y):
         for c in labels: self.memory.add(c, x[y == c].detach(), self.memory.idx[c])
 
-    def optimise_exemplars(self, p: Phase) -> dict:
-        "The exemplar level of phase `p`: new classes' mnemonics, then the old classes' split halves (bilevel)."
-        cfg, m = self.cfg, self.model; m.eval(); t0 = time.perf_counter()
-        new = [c for c in p.labels if c in self.memory.x and len(self.memory.x[c])]
-        ex, ey = self._group(new); ex0 = ex.clone()
-        qx, qy = self.train_x[p.train_idx], self.train_y[p.train_idx]
-        seed = self.seed * 1000 + p.t
-        if cfg.objective == 'bilevel':
-            vg = bilevel_objective(m, self.prep, ey, qx, qy, cfg.inner_steps, cfg.alpha, cfg.outer_batch, cfg.first_order, seed, cfg.hyper_chunk)
-        else:   # both code releases: query = the phase's training data (new data + old exemplars)
-            if p.n_old > 0:
-                ox, oy = self._group([c for c in self.memory.classes if c < p.n_old])
-                qx, qy = torch.cat([qx.float() / 255, ox]), torch.cat([qy, oy])
-            if cfg.objective == 'v1':
-                vg = v1_objective(m, self.prep, ey, qx, qy, cfg.alpha, cfg.outer_batch, cfg.inner_passes, seed)
-            else:       # the later release: the current class means
-                means = class_means(m.features, self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
-                vg = released_objective(m, self.prep, ey, qx, qy, means, cfg.outer_batch, seed)
-        betas = V1_BETAS if cfg.objective == 'v1' else (0.9, 0.999)
-        ex, hist = optimise_pixels(ex, vg, cfg.outer_iters, cfg.outer_lr, betas, lambda i, l: self.emit('after_inner', p, 'exemplars', i, l))
-        new_s = time.perf_counter() - t0
-        final = float(vg(ex, 0)[0])     # the first update's query batch again: before vs after on the same images
-        self._store(new, ex, ey)
-        rec = {'phase': p.t, 'objective': cfg.objective, 'new_loss': hist, 'new_loss_final': final, 'n_new': len(ex),
-               'pixel_change': float((ex - ex0).abs().mean()), 'old_loss': [[], []], 'n_old': 0}
-        old = [c for c in self.memory.classes if c < p.n_old]
-        if cfg.objective == 'bilevel' and cfg.adjust_old and old:
-            ox, oy = self._group(old)
-            build = lambda ty, hx, hy: bilevel_objective(m, self.prep, ty, hx, hy, cfg.inner_steps, cfg.alpha, cfg.outer_batch, cfg.first_order, seed, cfg.hyper_chunk)
-            ox, rec['old_loss'] = split_halves(ox, oy, build, max(1, cfg.outer_iters // 2), cfg.outer_lr)
-            self._store(old, ox, oy); rec['n_old'] = len(ox)
-        rec['seconds'] = time.perf_counter() - t0
-        rec['seconds_per_outer_iter'] = new_s / max(cfg.outer_iters, 1)
-        return rec
+# %% ../../nbs/10_methods.mnemonics.ipynb #7018aab5
+@patch
+def objective(self: Mnemonics, p: Phase, ey, seed: int):
+    "The outer loss of the new classes' exemplars (labels `ey`), as `value_and_grad(ex, step)`: bilevel, or a release's."
+    cfg, m = self.cfg, self.model
+    qx, qy = self.train_x[p.train_idx], self.train_y[p.train_idx]
+    if cfg.objective == 'bilevel':
+        return bilevel_objective(m, self.prep, ey, qx, qy, cfg.inner_steps, cfg.alpha, cfg.outer_batch, cfg.first_order, seed, cfg.hyper_chunk)
+    if p.n_old > 0:     # both code releases: query = the phase's training data (new data + old exemplars)
+        ox, oy = self._group([c for c in self.memory.classes if c < p.n_old])
+        qx, qy = torch.cat([qx.float() / 255, ox]), torch.cat([qy, oy])
+    if cfg.objective == 'v1':
+        return v1_objective(m, self.prep, ey, qx, qy, cfg.alpha, cfg.outer_batch, cfg.inner_passes, seed)
+    means = class_means(m.features, self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)   # the later release
+    return released_objective(m, self.prep, ey, qx, qy, means, cfg.outer_batch, seed)
 
-    def after_phase(self, p: Phase):
-        "Herding picks the new exemplars, the exemplar level optimises them (and the old ones), then the class means."
-        self.model.eval()
-        update_memory(self.memory, self.budget, self.model.features, self.train_x, self.train_y, p.train_idx,
-                      p.labels, p.n_seen, self.prep, self.cfg.selection)
-        self.mn_record = self.optimise_exemplars(p) if self.cfg.outer_iters > 0 else None
-        self.update_means(p)
-    def record(self, extras: dict, p: Phase) -> dict:
-        if self.mn_record is not None: extras.setdefault('mnemonics', []).append(self.mn_record)
-        return extras
+# %% ../../nbs/10_methods.mnemonics.ipynb #df8a507a
+@patch
+def optimise_exemplars(self: Mnemonics, p: Phase) -> dict:
+    "The exemplar level of phase `p`: new classes' mnemonics, then the old classes' split halves (bilevel)."
+    cfg, m = self.cfg, self.model; m.eval(); t0 = time.perf_counter()
+    new = [c for c in p.labels if c in self.memory.x and len(self.memory.x[c])]
+    ex, ey = self._group(new); ex0 = ex.clone()
+    seed = self.seed * 1000 + p.t
+    vg = self.objective(p, ey, seed)
+    betas = V1_BETAS if cfg.objective == 'v1' else (0.9, 0.999)
+    ex, hist = optimise_pixels(ex, vg, cfg.outer_iters, cfg.outer_lr, betas, lambda i, l: self.emit('after_inner', p, 'exemplars', i, l))
+    new_s = time.perf_counter() - t0
+    final = float(vg(ex, 0)[0])     # the first update's query batch again: before vs after on the same images
+    self._store(new, ex, ey)
+    rec = {'phase': p.t, 'objective': cfg.objective, 'new_loss': hist, 'new_loss_final': final, 'n_new': len(ex),
+           'pixel_change': float((ex - ex0).abs().mean()), 'old_loss': [[], []], 'n_old': 0}
+    old = [c for c in self.memory.classes if c < p.n_old]
+    if cfg.objective == 'bilevel' and cfg.adjust_old and old:
+        ox, oy = self._group(old)
+        build = lambda ty, hx, hy: bilevel_objective(m, self.prep, ty, hx, hy, cfg.inner_steps, cfg.alpha, cfg.outer_batch, cfg.first_order, seed, cfg.hyper_chunk)
+        ox, rec['old_loss'] = split_halves(ox, oy, build, max(1, cfg.outer_iters // 2), cfg.outer_lr)
+        self._store(old, ox, oy); rec['n_old'] = len(ox)
+    rec['seconds'] = time.perf_counter() - t0
+    rec['seconds_per_outer_iter'] = new_s / max(cfg.outer_iters, 1)
+    return rec
+
+# %% ../../nbs/10_methods.mnemonics.ipynb #593287e0
+@patch
+def after_phase(self: Mnemonics, p: Phase):
+    "Herding picks the new exemplars, the exemplar level optimises them (and the old ones), then the class means."
+    self.model.eval()
+    update_memory(self.memory, self.budget, self.model.features, self.train_x, self.train_y, p.train_idx,
+                  p.labels, p.n_seen, self.prep, self.cfg.selection)
+    self.mn_record = self.optimise_exemplars(p) if self.cfg.outer_iters > 0 else None
+    self.update_means(p)
+@patch
+def record(self: Mnemonics, extras: dict, p: Phase) -> dict:
+    if self.mn_record is not None: extras.setdefault('mnemonics', []).append(self.mn_record)
+    return extras
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #d6578020
 class TransferNet(CILNet):
@@ -338,7 +350,7 @@ def build_model(self: Mnemonics) -> CILNet:
     net = super(Mnemonics, self).build_model()
     return TransferNet(net.backbone, net.head, self.cfg.transfer_scale) if self.cfg.weight_transfer else net
 
-# %% ../../nbs/10_methods.mnemonics.ipynb #5b9da2d6
+# %% ../../nbs/10_methods.mnemonics.ipynb #c13336f5
 KINDS = ('herding', 'mnemonics', 'random')
 
 @torch.no_grad()
@@ -370,6 +382,7 @@ def tsne_snapshot(method, classes=None, n_classes: int = 5, max_per_class: int =
                    torch.cat([torch.full((len(x),), c) for x, c in xs if len(x)]) if fs else torch.zeros(0, dtype=torch.long))
     return snap
 
+# %% ../../nbs/10_methods.mnemonics.ipynb #09e0a454
 class TSNEWatch(Callback):
     "After each phase in `phases` (negative: from the end), a `tsne_snapshot(method, **kw)` into `method.tsne_snapshots`, of the first one's classes."
     def __init__(self, phases, **kw): self.phases, self.kw = phases, kw
@@ -383,6 +396,7 @@ def tsne_watch(method, phases, **kw):
     method.tsne_snapshots = []; method.callbacks = [*getattr(method, 'callbacks', []), TSNEWatch(phases, **kw)]
     return method
 
+# %% ../../nbs/10_methods.mnemonics.ipynb #cf9a6a36
 def plot_mnemonics_tsne(src, kinds=('herding', 'mnemonics'), seed: int = 0, title=None, **kw):
     """The paper's kind of t-SNE: one row per snapshot (phase), one column per kind of exemplars (see `KINDS`), one
     embedding a row shared by its panels. `src`: a method (a snapshot of it now, `kw` go to `tsne_snapshot`), a snapshot or a list of them."""
