@@ -116,10 +116,40 @@ def test_switches_reject_unknown_values(kw, msg):
 def test_switches_parse_as_bench_variants():
     c = CIMConfig.preset().with_settings('mask_stage=boost,lookahead_bn=eval,boost_compression=true,box_net=teacher,alignment=nominal,feature_net=teacher')
     assert (c.mask_stage, c.lookahead_bn, c.boost_compression, c.box_net, c.alignment, c.feature_net) == ('boost', 'eval', True, 'teacher', 'nominal', 'teacher')
-    d = CIMConfig.preset()   # the defaults: this package's choices
+    d = CIMConfig.preset()   # the small preset: this package's choices
     assert (d.mask_stage, d.lookahead_bn, d.boost_compression, d.box_net, d.alignment, d.feature_net) == ('compress', 'train', False, 'student', 'counts', 'student')
     with pytest.raises(CILError, match='not allowed'): CIMConfig.preset().with_settings('box_net=old')
     assert FosterConfig.preset().with_settings('alignment=nominal').alignment == 'nominal'
+
+
+# the settings where the paper is silent: the paper preset takes the released code's (xfflzl/CIM-CIL), the small one this package's
+RELEASED = dict(mask_stage='boost', lookahead_bn='eval', boost_compression=True, box_net='teacher', alignment='nominal', feature_net='teacher',
+                degrees=(5, 4), cam_interval=40)
+OURS = dict(mask_stage='compress', lookahead_bn='train', boost_compression=False, box_net='student', alignment='counts', feature_net='student',
+            degrees=(6, 5), cam_interval=2)
+
+
+def test_paper_preset_takes_the_released_codes_choices_and_the_small_preset_ours():
+    paper, small = CIMConfig.preset(small=False), CIMConfig.preset()
+    assert {k: getattr(paper, k) for k in RELEASED} == RELEASED
+    assert {k: getattr(small, k) for k in OURS} == OURS
+    assert {k: getattr(CIMConfig(), k) for k in RELEASED} == RELEASED           # the dataclass defaults are the paper preset
+    assert set(CIMConfig.SMALL) == set(OURS)                                  # CIM's own small-preset overrides: these, no more
+    # the paper's own numbers (methods.md 5.2-5.3)
+    assert (paper.tau, paper.eta, paper.div_coef, paper.reg_coef, paper.meta_lr, paper.meta_wd, paper.lr_ratio, paper.meta_batch,
+            paper.meta_iters, paper.clip, paper.aug_step, paper.beta1, paper.beta2, paper.memory, paper.batch_size) == \
+           (0.6, 4.0, 0.2, 0.1, 0.01, 5e-4, 0.1, 16, 0.5, 1.0, 0.1, 0.97, 0.97, 2000, 256)
+    assert (paper.base_epochs, paper.epochs, paper.compress_epochs) == (200, 170, 130)
+
+
+def test_the_paper_presets_switches_run_together():
+    "The paper preset's switches, on the small schedule: the bilevel step moves into boosting, NME takes the teacher's features."
+    m = get_method('cim', **KW, **{k: v for k, v in RELEASED.items() if k != 'cam_interval'})
+    run(m, _scenario(), device='cpu', seed=0, log=lambda s: None, progress=False)
+    assert sorted({d['stage'] for d in m.meta_log}) == ['base', 'boost']
+    assert m.masknet.acts[0].extra_repr() == 'degrees (5, 4)'
+    assert all(v <= 3 + 1e-9 for v in m.memory.cost().values())
+    assert m.means.shape[1] == 2 * m.model.backbone.out_dim                   # NME on both backbones' features
 
 
 def test_alignment_nominal_counts_each_old_class_as_the_memory_a_class():

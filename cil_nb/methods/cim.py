@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
+from fastcore.basics import patch
 from ..core import *
 from ..data import *
 from ..store import *
@@ -56,6 +57,7 @@ def full_boxes(n: int, H: int, W: int, device=None) -> torch.Tensor:
     "Boxes covering whole images (no compression)."
     return torch.tensor([[0, H, 0, W]], dtype=torch.long, device=device).repeat(n, 1)
 
+# %% ../../nbs/14_methods.cim.ipynb #22579419
 def memory_cost(boxes: torch.Tensor, H: int, W: int, eta: float = 4.0) -> torch.Tensor:
     "Cost of each compressed exemplar in whole-image units: r + (1 - r) / eta, r the box's share of the image."
     r = ((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).double() / (H * W)
@@ -139,6 +141,7 @@ def head_cam(head, pool: nn.Module, fm, labels, size=None):
     cam = class_activation_map(fm, torch.cat(list(head.weights)), pool, labels)
     return cam if size is None else F.interpolate(cam[:, None], size=size, mode='bilinear', align_corners=False)[:, 0]
 
+# %% ../../nbs/14_methods.cim.ipynb #21b1e705
 class MaskNet(nn.Module):
     "CIM's mask model: the wrapped CIL network with each ReLU replaced by a learnable `Rational` (used only for CAMs)."
     def __init__(self, net: CILNet, p: int = 6, q: int = 5):
@@ -174,6 +177,7 @@ def select_within_budget(feats: torch.Tensor, costs: torch.Tensor, budget: float
     order = herding(feats, m)
     return order[:n_within_budget(costs.to(order.device)[order], budget)]
 
+# %% ../../nbs/14_methods.cim.ipynb #d835f721
 class BoxMemory(Memory):
     "Exemplars stored as originals plus a box each, compressed by `eta` outside the box whenever they are read."
     def __init__(self, eta: float = 4.0):
@@ -194,20 +198,27 @@ class BoxMemory(Memory):
             k = n_within_budget(self.costs(c), budget)
             self.x[c], self.idx[c], self.box[c] = self.x[c][:k], self.idx[c][:k], self.box[c][:k]
         return self
-    def compressed(self) -> Memory:
-        "A plain `Memory` holding the compressed exemplars."
-        m = Memory()
-        for c in self.classes: m.add(c, compress(self.x[c], self.box[c], self.eta), self.idx[c])
-        return m
-    def tensors(self): return self.compressed().tensors()
-    def state_dict(self) -> dict: return {**super().state_dict(), 'box': [self.box[c] for c in self.classes], 'eta': self.eta}
-    def load_state_dict(self, st: dict, device=None):
-        super().load_state_dict(st, device); self.eta = st.get('eta', self.eta)
-        for c, b in zip(st['classes'], st.get('box', [])): self.box[int(c)] = b.to(device or b.device)
-        return self
-    def __repr__(self):
-        n, u = self.counts(), self.cost()
-        return f'BoxMemory({len(self)} exemplars, {sum(u.values()):.1f} image units, {len(n)} classes, eta={self.eta})'
+
+# %% ../../nbs/14_methods.cim.ipynb #3b5dbabf
+@patch
+def compressed(self: BoxMemory) -> Memory:
+    "A plain `Memory` holding the compressed exemplars."
+    m = Memory()
+    for c in self.classes: m.add(c, compress(self.x[c], self.box[c], self.eta), self.idx[c])
+    return m
+@patch
+def tensors(self: BoxMemory): return self.compressed().tensors()
+@patch
+def state_dict(self: BoxMemory) -> dict: return {**super(BoxMemory, self).state_dict(), 'box': [self.box[c] for c in self.classes], 'eta': self.eta}
+@patch
+def load_state_dict(self: BoxMemory, st: dict, device=None):
+    super(BoxMemory, self).load_state_dict(st, device); self.eta = st.get('eta', self.eta)
+    for c, b in zip(st['classes'], st.get('box', [])): self.box[int(c)] = b.to(device or b.device)
+    return self
+@patch
+def __repr__(self: BoxMemory):
+    n, u = self.counts(), self.cost()
+    return f'BoxMemory({len(self)} exemplars, {sum(u.values()):.1f} image units, {len(n)} classes, eta={self.eta})'
 
 # %% ../../nbs/14_methods.cim.ipynb #7c1e0a11
 class TeacherMaskNet(nn.Module):
@@ -231,11 +242,11 @@ class TeacherMaskNet(nn.Module):
 # %% ../../nbs/14_methods.cim.ipynb #b6c12a89
 @dataclass
 class CIMConfig(FosterConfig):
-    "CIM on FOSTER: CAM boxes at tau, outside down-sampled by the area factor eta, budget-aware herding, mask model phi."
+    "CIM on FOSTER: CAM boxes at tau, outside down-sampled by the area factor eta, budget-aware herding, mask model phi; the released code's choices where the paper is silent."
     mask: Literal['cim', 'cam'] = 'cim'            # 'cim': CAMs of the learned rational mask model; 'cam': plain CAM (fixed-tau ablation)
     tau: float = 0.6             # CAM threshold
     eta: float = 4.0             # area factor of the down-sampling outside the box (each side / sqrt(eta))
-    degrees: tuple = (6, 5)      # rational activations P/Q
+    degrees: tuple = (5, 4)      # rational activations P/Q (the released code: rational-activations' (5, 4))
     div_coef: float = 0.2        # outer loss: CE of the rational network (mask diversity)
     reg_coef: float = 0.1        # outer loss: mean squared CAM (mask size)
     meta_lr: float = 0.01        # Adam on phi
@@ -247,23 +258,26 @@ class CIMConfig(FosterConfig):
     aug_step: float = 0.1        # random compression of new data: p = aug_step x floor(epoch / cam_interval)
     cam_interval: int = 40       # epochs between regenerations of the new data's boxes
     beta1: float = 0.97          # CIM's configs: beta1 = beta2 = 0.97
-    memory: int | None = 2000    # CIM's configs: 2,000 in total, re-balanced over the seen classes (fixed_memory false)
-    per_class: int | None = None
+    memory: int | None = 2000; per_class: int | None = None   # CIM's configs: 2,000 in total, re-balanced over the seen classes (fixed_memory false)
     batch_size: int = 256        # CIM's configs (ImageNet-100, ImageNet-1k, Food-101 alike); FOSTER's CIFAR configs: 128
-    autoaugment: str | None = 'imagenet'  # CIM's recipe: brightness 63/255 and AutoAugment's ImageNet policy, no Cutout
-    cutout_size: int = 0
-    mask_stage: Literal['compress', 'boost'] = 'compress' # 'compress' or 'boost': after phase 0, phi trains on the student while compressing (inner loss CE), or on the teacher while boosting (inner loss: the boosting loss; released code)
-    lookahead_bn: Literal['train', 'eval'] = 'train'  # 'train' or 'eval': BatchNorm in the look-ahead uses batch statistics, or the running ones (released code)
-    boost_compression: bool = False  # random compression of new data also while boosting (released code)
-    box_net: Literal['student', 'teacher'] = 'student'     # 'student' or 'teacher': whose CAM gives the boxes after phase 0 (released code: the teacher)
-    SMALL: ClassVar[dict] = dict(cam_interval=2)
+    autoaugment: str | None = 'imagenet'; cutout_size: int = 0   # CIM's recipe: brightness 63/255 and AutoAugment's ImageNet policy, no Cutout
+    mask_stage: Literal['compress', 'boost'] = 'boost'      # 'boost': after phase 0, phi trains on the teacher while boosting (inner loss: the boosting loss); 'compress': on the student while compressing (CE)
+    lookahead_bn: Literal['train', 'eval'] = 'eval'         # 'eval': BatchNorm in the look-ahead uses the running statistics; 'train': the batch's
+    boost_compression: bool = True                          # random compression of new data also while boosting
+    box_net: Literal['student', 'teacher'] = 'teacher'      # whose CAM gives the boxes after phase 0
+    alignment: Literal['counts', 'nominal'] = 'nominal'     # FOSTER's: an old class in the class-balanced weights counts as the nominal memory a class ('nominal') or its exemplars ('counts')
+    feature_net: Literal['student', 'teacher'] = 'teacher'  # FOSTER's: whose features herding and NME use after phase 0 (the teacher's: both backbones)
+    SMALL: ClassVar[dict] = dict(cam_interval=2, degrees=(6, 5), mask_stage='compress', lookahead_bn='train', boost_compression=False,
+                                 box_net='student', alignment='counts', feature_net='student')   # this package's choices (the end table)
     paper_protocol: ClassVar[dict] = dict(base=10, increment=10, memory=2000)   # "learning from scratch": 10 phases, 2,000 in total
 
+# %% ../../nbs/14_methods.cim.ipynb #f46f1e25
 @register
 class CIM(Foster):
     "FOSTER with CIM's compressed exemplars: CAM boxes, budget-aware herding, a bilevel-trained rational mask model."
     name, Config, relative_cost = 'cim', CIMConfig, 4.7
     def setup(self, scenario, device, seed: int = 0):
+        "FOSTER's set-up, the settings checked, then a `BoxMemory` and the mask model on the student."
         super().setup(scenario, device, seed); c = self.cfg
         check(c.mask in ('cim', 'cam'), f"mask must be 'cim' (learned mask model) or 'cam' (fixed-tau CAM), got {c.mask!r}")
         check(c.eta >= 1, f'eta must be >= 1 (an area factor), got {c.eta}')
@@ -275,123 +289,150 @@ class CIM(Foster):
         self.masknet = MaskNet(self.model, *c.degrees).to(self.device)
         self.new_boxes, self.meta_log, self.old_acts = None, [], None
 
-    def before_phase(self, p: Phase):
-        super().before_phase(p); c = self.cfg
-        # phases >= 1, only where the teacher gets a mask model: its old backbone keeps phi as the phase found it, frozen
-        self.old_acts = copy_frozen(self.masknet.acts) if p.t > 0 and (c.mask_stage == 'boost' or c.box_net == 'teacher') else None
-    def teacher_masknet(self) -> TeacherMaskNet:
-        "The mask model on this phase's teacher: its new backbone shares phi with the student's `masknet`."
-        check(self.teacher is not None and self.old_acts is not None, "the teacher's mask model exists only in phases >= 1, with mask_stage='boost' or box_net='teacher'")
-        return TeacherMaskNet(self.teacher, self.masknet.acts, self.old_acts)
-    def box_masknet(self):
-        "The mask model whose CAMs give boxes: the student's, or with box_net='teacher' the teacher's while there is one."
-        return self.teacher_masknet() if self.cfg.box_net == 'teacher' and self.teacher is not None else self.masknet
+# %% ../../nbs/14_methods.cim.ipynb #1b41d07d
+@patch
+def before_phase(self: CIM, p: Phase):
+    "FOSTER's; in phases >= 1, where the teacher gets a mask model, a frozen copy of phi for its old backbone."
+    super(CIM, self).before_phase(p); c = self.cfg
+    self.old_acts = copy_frozen(self.masknet.acts) if p.t > 0 and (c.mask_stage == 'boost' or c.box_net == 'teacher') else None
+@patch
+def teacher_masknet(self: CIM) -> TeacherMaskNet:
+    "The mask model on this phase's teacher: its new backbone shares phi with the student's `masknet`."
+    check(self.teacher is not None and self.old_acts is not None, "the teacher's mask model exists only in phases >= 1, with mask_stage='boost' or box_net='teacher'")
+    return TeacherMaskNet(self.teacher, self.masknet.acts, self.old_acts)
+@patch
+def box_masknet(self: CIM):
+    "The mask model whose CAMs give boxes: the student's, or with box_net='teacher' the teacher's while there is one."
+    return self.teacher_masknet() if self.cfg.box_net == 'teacher' and self.teacher is not None else self.masknet
+@patch(as_prop=True)
+def rational(self: CIM): return self.cfg.mask == 'cim'
 
-    @property
-    def rational(self): return self.cfg.mask == 'cim'
+# %% ../../nbs/14_methods.cim.ipynb #04872acd
+@patch
+@torch.no_grad()
+def cam_maps(self: CIM, x, labels, rational: bool | None = None) -> torch.Tensor:
+    "CAMs (B, H, W) of `labels` for stored images `x`, at image size, from `box_masknet` (with its rational activations when `mask='cim'`)."
+    rational = self.rational if rational is None else rational
+    mn = self.box_masknet(); mn.eval(); labels = torch.as_tensor(labels, device=self.device)
+    if labels.ndim == 0: labels = labels.expand(len(x))
+    out = []
+    for xb, yb in zip(x.split(self.cfg.eval_batch_size), labels.split(self.cfg.eval_batch_size)):
+        fm = mn(self.prep(xb), rational=rational)[-1]
+        out.append(mn.cam(fm.float(), yb, xb.shape[-2:]))
+    return torch.cat(out) if out else torch.zeros(0, *x.shape[-2:], device=self.device)
+@patch
+def boxes(self: CIM, x, labels, rational: bool | None = None) -> torch.Tensor:
+    "Tight boxes of the CAMs at tau."
+    return boxes_from_maps(self.cam_maps(x, labels, rational), self.cfg.tau)
+@patch
+def memory_units(self: CIM) -> float: return sum(self.memory.cost().values())
 
-    @torch.no_grad()
-    def cam_maps(self, x, labels, rational: bool | None = None) -> torch.Tensor:
-        "CAMs (B, H, W) of `labels` for stored images `x`, at image size, from `box_masknet` (with its rational activations when `mask='cim'`)."
-        rational = self.rational if rational is None else rational
-        mn = self.box_masknet(); mn.eval(); labels = torch.as_tensor(labels, device=self.device)
-        if labels.ndim == 0: labels = labels.expand(len(x))
-        out = []
-        for xb, yb in zip(x.split(self.cfg.eval_batch_size), labels.split(self.cfg.eval_batch_size)):
-            fm = mn(self.prep(xb), rational=rational)[-1]
-            out.append(mn.cam(fm.float(), yb, xb.shape[-2:]))
-        return torch.cat(out) if out else torch.zeros(0, *x.shape[-2:], device=self.device)
+# %% ../../nbs/14_methods.cim.ipynb #75f1dee2
+@patch
+def aug_prob(self: CIM, ep: int) -> float: return min(1., self.cfg.aug_step * (ep // self.cfg.cam_interval))
+@patch
+def compresses(self: CIM, stage: str) -> bool: return stage != 'boost' or self.cfg.boost_compression
+@patch
+def before_epoch(self: CIM, p, stage, ep, epochs):
+    "Every `cam_interval` epochs of a stage that compresses, once `aug_prob` > 0: the new data's boxes from the current CAMs."
+    self.n_new = len(p.train_idx)
+    if not self.compresses(stage) or self.aug_prob(ep) == 0 or ep % self.cfg.cam_interval: return
+    x = self.train_x[p.train_idx]
+    self.new_boxes = self.boxes(x, self.train_y[p.train_idx])
+@patch
+def batch_images(self: CIM, x, b, stage, ep, epochs, g):
+    "The batch's stored images, each new one compressed outside its box with probability `aug_prob(ep)`."
+    xb = x[b]; pr = self.aug_prob(ep)
+    if not self.compresses(stage) or pr == 0 or self.new_boxes is None: return xb
+    sel = (b < self.n_new) & (torch.rand(len(b), generator=g, device=self.device) < pr)
+    if sel.any(): xb = xb.clone(); xb[sel] = compress(xb[sel], self.new_boxes[b[sel]], self.cfg.eta)
+    return xb
 
-    def boxes(self, x, labels, rational: bool | None = None) -> torch.Tensor:
-        "Tight boxes of the CAMs at tau."
-        return boxes_from_maps(self.cam_maps(x, labels, rational), self.cfg.tau)
+# %% ../../nbs/14_methods.cim.ipynb #e3eed33f
+@patch
+def meta_stage(self: CIM, p: Phase) -> str:
+    "The stage whose epochs end with bilevel steps on phi: phase 0's training, then compression or boosting (`mask_stage`)."
+    return 'base' if p.t == 0 else self.cfg.mask_stage
+@patch
+def meta_loss(self: CIM, xb, yb, xb2, yb2, lr_inner: float, stage: str = 'compress') -> tuple:
+    "The unrolled bilevel objective of the rational activations phi (on the teacher, with the boosting loss inside, when `stage='boost'`) and its parts."
+    c, boost = self.cfg, stage == 'boost'
+    mn = self.teacher_masknet() if boost else self.masknet
+    mn.train(c.lookahead_bn == 'train')        # BatchNorm: batch statistics, or (eval) the running ones
+    bufs = {k: v.clone() for k, v in mn.named_buffers()}
+    theta = {k: v for k, v in mn.named_parameters() if k.startswith('teacher.new.' if boost else 'net.backbone.') and v.requires_grad}
+    out_r = functional_call(mn, bufs, (xb,), {'rational': True}); z_r, fm_r = out_r[0], out_r[-1]
+    cam = minmax(mn.cam(fm_r, yb, xb.shape[-2:]))[:, None]
+    xhat = cam * xb + (1 - cam) * down_up(xb, c.eta)
+    out_in = functional_call(mn, bufs, (xhat,), {'rational': False})
+    inner = self.boost_terms(*out_in[:3], yb)[0] if boost else F.cross_entropy(out_in[0], yb)
+    grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
+    theta_plus = {k: v - lr_inner * gr for (k, v), gr in zip(theta.items(), grads)}
+    z_out = functional_call(mn, {**bufs, **theta_plus}, (xb2,), {'rational': False})[0]
+    outer, div, reg = F.cross_entropy(z_out, yb2), F.cross_entropy(z_r, yb), cam.pow(2).mean()
+    return outer + c.div_coef * div + c.reg_coef * reg, {'inner': inner, 'outer': outer, 'div': div, 'reg': reg, 'cam_mean': cam.mean()}
 
-    def memory_units(self) -> float: return sum(self.memory.cost().values())
+# %% ../../nbs/14_methods.cim.ipynb #35366a7a
+@patch
+def mask_steps(self: CIM, p, batches, lr_inner: float, opt, sched, clip: float, stage: str = 'compress', ep: int = 0) -> dict:
+    "Bilevel updates of phi, one a batch of `batches` (tuples xb, yb, xb2, yb2), in the engine (an inner loop, `name='mask'`); returns the last one's losses."
+    last = {}
+    def loss(*b): total, parts = self.meta_loss(*b, lr_inner, stage); last.update(parts); return total, parts
+    fit_epochs(self, p, opt, sched, batches, loss, 1, name='mask', ep0=ep, wrt=self.masknet.phi(), clip=clip, amp=False)
+    return {k: v.item() for k, v in last.items()}
+@patch
+def after_epoch(self: CIM, p, stage, ep, epochs, x, y, g, lr):
+    "The mask step: `meta_iters` a new class of bilevel updates of phi, in the engine (an inner loop, `name='mask'`), after each epoch of the meta stage."
+    if not self.rational or stage != self.meta_stage(p): return
+    c = self.cfg; n_iter = max(1, math.ceil(c.meta_iters * len(p.classes))); h = c.meta_batch
+    if ep == 0:
+        self.meta_opt = torch.optim.Adam(self.masknet.phi(), lr=c.meta_lr, weight_decay=c.meta_wd)
+        self.meta_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.meta_opt, max(1, epochs * n_iter))
+    def batches():
+        for _ in range(n_iter):
+            i = torch.randint(0, len(x), (2 * h,), generator=g, device=self.device)
+            xa = self.aug(x[i], g, True); yield xa[:h], y[i][:h], xa[h:], y[i][h:]
+    log = self.mask_steps(p, batches(), lr * c.lr_ratio, self.meta_opt, self.meta_sched, c.clip * (math.sqrt(2) if p.t > 0 else 1.), stage, ep)
+    self.meta_log.append({'phase': p.t, 'stage': stage, 'epoch': ep, **log})
 
-    # -- random compression of new data
-    def aug_prob(self, ep: int) -> float: return min(1., self.cfg.aug_step * (ep // self.cfg.cam_interval))
-    def compresses(self, stage: str) -> bool: return stage != 'boost' or self.cfg.boost_compression
-    def before_epoch(self, p, stage, ep, epochs):
-        self.n_new = len(p.train_idx)
-        if not self.compresses(stage) or self.aug_prob(ep) == 0 or ep % self.cfg.cam_interval: return
-        x = self.train_x[p.train_idx]
-        self.new_boxes = self.boxes(x, self.train_y[p.train_idx])
-    def batch_images(self, x, b, stage, ep, epochs, g):
-        xb = x[b]; pr = self.aug_prob(ep)
-        if not self.compresses(stage) or pr == 0 or self.new_boxes is None: return xb
-        sel = (b < self.n_new) & (torch.rand(len(b), generator=g, device=self.device) < pr)
-        if sel.any(): xb = xb.clone(); xb[sel] = compress(xb[sel], self.new_boxes[b[sel]], self.cfg.eta)
-        return xb
+# %% ../../nbs/14_methods.cim.ipynb #351b055e
+@patch
+def after_phase(self: CIM, p: Phase):
+    "Old classes cut to the new budget, each new class herded within it on compressed features with boxes from `boxes`, then the class means."
+    self.model.eval(); c = self.cfg
+    m = self.budget.per_class_after(p.n_seen)
+    self.memory.reduce(m)
+    for lab in p.labels:
+        idx = p.train_idx[self.train_y[p.train_idx] == lab]
+        xs = self.train_x[idx]; bx = self.boxes(xs, lab)
+        feats = extract_features(self.feature_fn(), compress(xs, bx, c.eta), self.prep)
+        keep = select_within_budget(feats, memory_cost(bx, *xs.shape[-2:], c.eta), m)
+        self.memory.add(lab, xs[keep], idx[keep], bx[keep])
+    self.update_means(p)
+@patch
+def update_means(self: CIM, p: Phase):
+    "NME class means of the compressed exemplars, as training replays them."
+    self.means = class_means(self.feature_fn(), self.memory.compressed(), self.prep, flip=self.data.flip, n_classes=p.n_seen)
+@patch
+def record(self: CIM, extras: dict, p: Phase) -> dict:
+    "FOSTER's records (exemplars and memory units a class) and the mean share of the image the exemplars' boxes keep."
+    extras = super(CIM, self).record(extras, p)
+    e = self.cfg.eta
+    r = [((self.memory.costs(cc) - 1 / e) / (1 - 1 / e)) for cc in self.memory.classes] if e > 1 and len(self.memory) else []
+    extras.setdefault('mean_box_fraction', []).append(float(torch.cat(r).mean()) if r else 1.)
+    return extras
 
-    # -- the bilevel step on phi
-    def meta_stage(self, p: Phase) -> str:
-        "The stage whose epochs end with bilevel steps on phi: phase 0's training, then compression or boosting (`mask_stage`)."
-        return 'base' if p.t == 0 else self.cfg.mask_stage
-    def meta_loss(self, xb, yb, xb2, yb2, lr_inner: float, stage: str = 'compress') -> tuple:
-        "The unrolled bilevel objective of the rational activations phi (on the teacher, with the boosting loss inside, when `stage='boost'`) and its parts."
-        c, boost = self.cfg, stage == 'boost'
-        mn = self.teacher_masknet() if boost else self.masknet
-        mn.train(c.lookahead_bn == 'train')        # BatchNorm: batch statistics, or (eval) the running ones
-        bufs = {k: v.clone() for k, v in mn.named_buffers()}
-        theta = {k: v for k, v in mn.named_parameters() if k.startswith('teacher.new.' if boost else 'net.backbone.') and v.requires_grad}
-        out_r = functional_call(mn, bufs, (xb,), {'rational': True}); z_r, fm_r = out_r[0], out_r[-1]
-        cam = minmax(mn.cam(fm_r, yb, xb.shape[-2:]))[:, None]
-        xhat = cam * xb + (1 - cam) * down_up(xb, c.eta)
-        out_in = functional_call(mn, bufs, (xhat,), {'rational': False})
-        inner = self.boost_terms(*out_in[:3], yb)[0] if boost else F.cross_entropy(out_in[0], yb)
-        grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
-        theta_plus = {k: v - lr_inner * gr for (k, v), gr in zip(theta.items(), grads)}
-        z_out = functional_call(mn, {**bufs, **theta_plus}, (xb2,), {'rational': False})[0]
-        outer, div, reg = F.cross_entropy(z_out, yb2), F.cross_entropy(z_r, yb), cam.pow(2).mean()
-        return outer + c.div_coef * div + c.reg_coef * reg, {'inner': inner, 'outer': outer, 'div': div, 'reg': reg, 'cam_mean': cam.mean()}
-
-    def mask_steps(self, p, batches, lr_inner: float, opt, sched, clip: float, stage: str = 'compress', ep: int = 0) -> dict:
-        "Bilevel updates of phi, one a batch of `batches` (tuples xb, yb, xb2, yb2), in the engine (an inner loop, `name='mask'`); returns the last one's losses."
-        last = {}
-        def loss(*b): total, parts = self.meta_loss(*b, lr_inner, stage); last.update(parts); return total, parts
-        fit_epochs(self, p, opt, sched, batches, loss, 1, name='mask', ep0=ep, wrt=self.masknet.phi(), clip=clip, amp=False)
-        return {k: v.item() for k, v in last.items()}
-
-    def after_epoch(self, p, stage, ep, epochs, x, y, g, lr):
-        "The mask step: `meta_iters` a new class of bilevel updates of phi, in the engine (an inner loop, `name='mask'`), after each epoch of the meta stage."
-        if not self.rational or stage != self.meta_stage(p): return
-        c = self.cfg; n_iter = max(1, math.ceil(c.meta_iters * len(p.classes))); h = c.meta_batch
-        if ep == 0:
-            self.meta_opt = torch.optim.Adam(self.masknet.phi(), lr=c.meta_lr, weight_decay=c.meta_wd)
-            self.meta_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.meta_opt, max(1, epochs * n_iter))
-        def batches():
-            for _ in range(n_iter):
-                i = torch.randint(0, len(x), (2 * h,), generator=g, device=self.device)
-                xa = self.aug(x[i], g, True); yield xa[:h], y[i][:h], xa[h:], y[i][h:]
-        log = self.mask_steps(p, batches(), lr * c.lr_ratio, self.meta_opt, self.meta_sched, c.clip * (math.sqrt(2) if p.t > 0 else 1.), stage, ep)
-        self.meta_log.append({'phase': p.t, 'stage': stage, 'epoch': ep, **log})
-
-    # -- the memory at the end of a phase
-    def after_phase(self, p: Phase):
-        self.model.eval(); c = self.cfg
-        m = self.budget.per_class_after(p.n_seen)
-        self.memory.reduce(m)
-        for lab in p.labels:
-            idx = p.train_idx[self.train_y[p.train_idx] == lab]
-            xs = self.train_x[idx]; bx = self.boxes(xs, lab)
-            feats = extract_features(self.feature_fn(), compress(xs, bx, c.eta), self.prep)
-            keep = select_within_budget(feats, memory_cost(bx, *xs.shape[-2:], c.eta), m)
-            self.memory.add(lab, xs[keep], idx[keep], bx[keep])
-        self.update_means(p)
-    def update_means(self, p: Phase):
-        self.means = class_means(self.feature_fn(), self.memory.compressed(), self.prep, flip=self.data.flip, n_classes=p.n_seen)
-
-    def record(self, extras: dict, p: Phase) -> dict:
-        extras = super().record(extras, p)
-        e = self.cfg.eta
-        r = [((self.memory.costs(cc) - 1 / e) / (1 - 1 / e)) for cc in self.memory.classes] if e > 1 and len(self.memory) else []
-        extras.setdefault('mean_box_fraction', []).append(float(torch.cat(r).mean()) if r else 1.)
-        return extras
-
-    def extra_state(self) -> dict: return {**super().extra_state(), 'phi': dict(self.masknet.acts.state_dict())}
-    def load_extra_state(self, st: dict):
-        super().load_extra_state(st)
-        if st.get('phi') is not None: self.masknet.acts.load_state_dict(st['phi'])
-    def pictures(self, p, per_class: int = 10) -> dict:
-        "The exemplars as they are replayed (compressed outside their CAM boxes), a row a class."
-        return {'compressed_exemplars': class_rows(self.memory.compressed().x, per_class)} if len(self.memory) else {}
+# %% ../../nbs/14_methods.cim.ipynb #7bd408f9
+@patch
+def extra_state(self: CIM) -> dict:
+    "FOSTER's checkpoint state (the memory with its boxes, the class means) and phi."
+    return {**super(CIM, self).extra_state(), 'phi': dict(self.masknet.acts.state_dict())}
+@patch
+def load_extra_state(self: CIM, st: dict):
+    "The memory, the class means and phi back from `extra_state`."
+    super(CIM, self).load_extra_state(st)
+    if st.get('phi') is not None: self.masknet.acts.load_state_dict(st['phi'])
+@patch
+def pictures(self: CIM, p, per_class: int = 10) -> dict:
+    "The exemplars as they are replayed (compressed outside their CAM boxes), a row a class."
+    return {'compressed_exemplars': class_rows(self.memory.compressed().x, per_class)} if len(self.memory) else {}
