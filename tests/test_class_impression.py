@@ -149,3 +149,23 @@ def test_cn_groups_and_final_relu(tiny):
     assert f.min() >= 0                                            # the final ReLU is kept
     m2 = ClassImpression(dataclasses.replace(cfg, last_relu=False)); m2.setup(sc, 'cpu', 0); m2.model.eval()
     with torch.no_grad(): assert m2.model.features(torch.rand(4, data.channels, *data.size)).min() < 0
+
+
+def test_presets_paper_is_the_released_codes_and_small_keeps_its_own():
+    "The paper preset (the dataclass defaults) is the released code's recipe; the small preset changes exactly its own fields."
+    p, s = CIConfig.preset(small=False), CIConfig.preset(small=True)
+    assert (p.cw_counts, p.last_relu) == ('stored', True)                     # the released counting and net
+    assert (p.backbone, p.head, p.norm, p.epochs, p.batch_size, p.lr, p.momentum, p.weight_decay, p.pad, p.train_flip,
+            p.per_class, p.memory) == ('ci_net', 'cosine', 'bn', 100, 40, 0.1, 0.0, 0.0, 0, False, None, None)
+    assert (p.variant, p.lambda_base, p.K, p.margin, p.lw_mr, p.idc_weight, p.idc_tau, p.rs_ratio, p.cn_groups) == \
+        ('paper', 5.0, 1, 0.3, 1.0, 1.0, 1.0, 0.66, 4)
+    syn = p.synth
+    assert (syn.per_class, syn.batch, syn.iters, syn.lr, syn.beta1, syn.beta2, syn.cos_scale, syn.noise, syn.jitter, syn.flip) == \
+        (200, 40, 5000, 0.05, 0.5, 0.9, 0.2, 0.1, 30, True)
+    assert (round(syn.warmup * syn.iters), syn.w_ce, syn.w_bn, syn.w_bn_first, syn.w_tv, syn.w_l2) == (100, 1.0, 1.0, 10.0, 0.01, 0.1)
+    pd, sd = p.to_dict(), s.to_dict()
+    assert {k: v for k, v in sd.items() if v != pd[k]} == dict(
+        epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule='onecycle', pad=4, cw_counts='sampled',
+        last_relu=False, syn_per_class=20, syn_iters=150, syn_warmup=0.05, syn_jitter=2)
+    assert list(sd) == list(pd)                                             # one field order for both
+    assert CIConfig.paper_protocol == dict(base=2, increment=2, per_class=None)

@@ -6,11 +6,13 @@
 from __future__ import annotations
 import math, time, warnings
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, replace as dc_replace
 from pathlib import Path
 from typing import ClassVar, Literal
 import numpy as np
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import *
@@ -27,9 +29,10 @@ from ..learner import *
 from .baselines import margin_ranking_loss
 
 # %% auto #0
-__all__ = ['CI_PROTOCOLS', 'SynthConfig', 'class_mean_images', 'BNStats', 'image_priors', 'synth_lr', 'synthesize', 'idc_loss',
-           'class_weights', 'assert_data_free', 'CIConfig', 'ClassImpression', 'nearest_real', 'privacy_picture',
-           'pad_data', 'ci_protocol']
+__all__ = ['CI_PROTOCOLS', 'SynthConfig', 'class_mean_images', 'BNStats', 'image_priors', 'synth_lr', 'synth_start', 'synth_norm',
+           'inverting', 'synth_augment', 'synth_loss', 'synth_batch', 'synthesize', 'idc_loss', 'class_weights',
+           'assert_data_free', 'CIConfig', 'ClassImpression', 'nearest_real', 'privacy_picture', 'pad_data',
+           'ci_protocol']
 
 # %% ../../nbs/12_methods.class_impression.ipynb #c7bbff7e
 @dataclass
@@ -99,7 +102,72 @@ def synth_lr(cfg: SynthConfig, it: int) -> float:
     if it < w: return cfg.lr * (it + 1) / w
     return cfg.lr * cfg.cos_scale * (1 + math.cos(math.pi * (it - w) / max(1, cfg.iters - w)))
 
-# %% ../../nbs/12_methods.class_impression.ipynb #ee82b53e
+# %% ../../nbs/12_methods.class_impression.ipynb #f2bf887e
+def synth_start(init: torch.Tensor, class_ids: list, cfg: SynthConfig, g: torch.Generator):
+    "(labels, class-major; the order of the images over batches, classes interleaved; start images: each class's image + `cfg.noise` N(0, 1), clamped to [0, 1])."
+    K, P = len(class_ids), cfg.per_class
+    labels = torch.tensor(class_ids).repeat_interleave(P)                       # class-major
+    order = torch.arange(K * P).view(K, P).t().flatten()                        # interleave classes over batches
+    x0 = (init.float().cpu().repeat_interleave(P, 0) + cfg.noise * torch.randn(K * P, *init.shape[1:], generator=g)).clamp(0, 1)
+    return labels, order, x0
+
+def synth_norm(mean_std, device):
+    "The normalisation the model expects, as a function of images in [0, 1] (the identity without `mean_std`)."
+    if mean_std is None: return lambda x: x
+    m = torch.tensor(mean_std[0], device=device).view(1, -1, 1, 1); s = torch.tensor(mean_std[1], device=device).view(1, -1, 1, 1)
+    return lambda x: (x - m) / s
+
+@contextmanager
+def inverting(model: nn.Module):
+    "BN hooks on `model` (a `BNStats`), with no parameter requiring grad; on exit the hooks go and each parameter is as it was."
+    hooks, req = BNStats(model), [p.requires_grad for p in model.parameters()]
+    for p in model.parameters(): p.requires_grad_(False)
+    try: yield hooks
+    finally:
+        hooks.remove()
+        for p, r in zip(model.parameters(), req): p.requires_grad_(r)
+
+# %% ../../nbs/12_methods.class_impression.ipynb #c90ddd9e
+def synth_augment(x, jitter: int, flip: bool, g: torch.Generator):
+    "A random circular shift of up to `jitter` pixels each way, then, if `flip`, a horizontal flip of the batch half the time."
+    if jitter > 0:
+        H, W = x.shape[-2:]
+        dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=g) % torch.tensor([H, W])).tolist()
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if flip and torch.rand(1, generator=g).item() < 0.5: x = x.flip(3)
+    return x
+
+def synth_loss(model, xj, y, hooks: BNStats, cfg: SynthConfig, norm):
+    "The objective on augmented images `xj`: (the weighted total, the terms ce, bn, tv, l2 unweighted)."
+    logits = model(norm(xj))
+    ce = F.cross_entropy(logits.float(), y)
+    bn = hooks.loss(cfg.w_bn_first)
+    tv, l2 = image_priors(xj)
+    return cfg.w_ce * ce + cfg.w_bn * bn + cfg.w_tv * tv + cfg.w_l2 * l2, {'ce': ce, 'bn': bn, 'tv': tv, 'l2': l2}
+
+# %% ../../nbs/12_methods.class_impression.ipynb #ca35bf5d
+def synth_batch(model, x, y, cfg: SynthConfig, hooks: BNStats, norm, g: torch.Generator, flip: bool = False,
+                hist=None, n_batches: int = 1, snapshots=(), log_every: int = 0):
+    "`cfg.iters` Adam steps on the pixels of batch `x`: (the lowest-loss iterate, the last loss, the lowest, snapshots); adds each term / `n_batches` to `hist`."
+    x = x.requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    best, best_x, snaps = math.inf, x.detach().clone(), {}
+    for it in range(cfg.iters):
+        for gr in opt.param_groups: gr['lr'] = synth_lr(cfg, it)
+        xj = synth_augment(x, cfg.jitter, flip, g)
+        loss, t = synth_loss(model, xj, y, hooks, cfg, norm)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        with torch.no_grad(): x.clamp_(0, 1)
+        lv = loss.item()
+        if lv < best: best, best_x = lv, x.detach().clone()
+        if hist is not None:
+            for k, v in (('loss', lv), *((k, v.item()) for k, v in t.items())): hist[k][it] += v / n_batches
+        if it in snapshots: snaps[it] = x.detach().cpu().clone()
+        if log_every and (it + 1) % log_every == 0:
+            print(f"batch 0 iter {it + 1:5d}  loss {lv:.3f}  ce {t['ce'].item():.3f}  bn {t['bn'].item():.3f}  tv {t['tv'].item():.2f}  l2 {t['l2'].item():.2f}")
+    return best_x, lv, best, snaps
+
+# %% ../../nbs/12_methods.class_impression.ipynb #222f5b91
 def synthesize(model: nn.Module,          # frozen model (eval mode) taking normalised images
                class_ids,                 # the model's output indices to synthesise
                init: torch.Tensor,        # one start image a class (K x C x H x W, in [0, 1]), e.g. mean images
@@ -112,63 +180,23 @@ def synthesize(model: nn.Module,          # frozen model (eval mode) taking norm
                seed: int = 0,
                report=None):              # `report(batch, losses)` after each batch's iterations (the engine's after_inner)
     "Class impressions of `class_ids`: (images in [0, 1], history of the loss terms per iteration); an inner loop of Adam steps on the pixels."
-    cfg = cfg or SynthConfig()
-    class_ids = [int(c) for c in class_ids]
+    cfg, class_ids = cfg or SynthConfig(), [int(c) for c in class_ids]
     check(len(class_ids) > 0, 'synthesize needs at least one class id')
     check(init.ndim == 4 and len(init) == len(class_ids), f'init must hold one C x H x W image per class: {len(class_ids)} classes, got shape {tuple(init.shape)}')
     check(not model.training, 'synthesize needs the frozen model in eval mode (its BN running statistics are the target): use copy_frozen(model)')
     device = torch.device(device) if device is not None else next(model.parameters()).device
     g = torch.Generator(device='cpu').manual_seed(seed)
-    K, P = len(class_ids), cfg.per_class
-    labels = torch.tensor(class_ids).repeat_interleave(P)                       # class-major
-    order = torch.arange(K * P).view(K, P).t().flatten()                        # interleave classes over batches
-    x0 = (init.float().cpu().repeat_interleave(P, 0) + cfg.noise * torch.randn(K * P, *init.shape[1:], generator=g)).clamp(0, 1)
-    if mean_std is not None:
-        m = torch.tensor(mean_std[0], device=device).view(1, -1, 1, 1); s = torch.tensor(mean_std[1], device=device).view(1, -1, 1, 1)
-        norm = lambda x: (x - m) / s
-    else: norm = lambda x: x
-    do_flip = flip and cfg.flip
-    H, W = init.shape[-2:]
-    hooks = BNStats(model)
-    req = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters(): p.requires_grad_(False)
-    out = torch.empty_like(x0); hist = defaultdict(lambda: np.zeros(cfg.iters)); snaps = {}
-    n_batches = math.ceil(K * P / cfg.batch)
-    try:
+    labels, order, x0 = synth_start(init, class_ids, cfg, g)
+    norm, n_batches = synth_norm(mean_std, device), math.ceil(len(x0) / cfg.batch)
+    out, hist, snaps = torch.empty_like(x0), defaultdict(lambda: np.zeros(cfg.iters)), {}
+    with inverting(model) as hooks:
         for b in range(n_batches):
             idx = order[b * cfg.batch:(b + 1) * cfg.batch]
-            x = x0[idx].to(device).requires_grad_(True); y = labels[idx].to(device)
-            opt = torch.optim.Adam([x], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-            best, best_x = math.inf, x.detach().clone()
-            for it in range(cfg.iters):
-                for gr in opt.param_groups: gr['lr'] = synth_lr(cfg, it)
-                xj = x
-                if cfg.jitter > 0:
-                    dy, dx = (torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=g) % torch.tensor([H, W])).tolist()
-                    xj = torch.roll(xj, shifts=(dy, dx), dims=(2, 3))
-                if do_flip and torch.rand(1, generator=g).item() < 0.5: xj = xj.flip(3)
-                logits = model(norm(xj))
-                ce = F.cross_entropy(logits.float(), y)
-                bn = hooks.loss(cfg.w_bn_first)
-                tv, l2 = image_priors(xj)
-                loss = cfg.w_ce * ce + cfg.w_bn * bn + cfg.w_tv * tv + cfg.w_l2 * l2
-                opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-                with torch.no_grad(): x.clamp_(0, 1)
-                lv = loss.item()
-                if lv < best: best, best_x = lv, x.detach().clone()
-                for k, v in (('loss', lv), ('ce', ce.item()), ('bn', bn.item()), ('tv', tv.item()), ('l2', l2.item())):
-                    hist[k][it] += v / n_batches
-                if b == 0 and it in snapshots: snaps[it] = x.detach().cpu().clone()
-                if log_every and (it + 1) % log_every == 0 and b == 0:
-                    print(f'batch {b} iter {it + 1:5d}  loss {lv:.3f}  ce {ce.item():.3f}  bn {bn.item():.3f}  tv {tv.item():.2f}  l2 {l2.item():.2f}')
-            out[idx] = best_x.cpu()
+            bx, lv, best, s = synth_batch(model, x0[idx].to(device), labels[idx].to(device), cfg, hooks, norm, g, flip and cfg.flip,
+                                          hist, n_batches, snapshots if b == 0 else (), log_every if b == 0 else 0)
+            out[idx] = bx.cpu(); snaps.update(s)
             if report is not None: report(b + 1, {'loss': lv, 'best': best})
-    finally:
-        hooks.remove()
-        for p, r in zip(model.parameters(), req): p.requires_grad_(r)
-    h = {k: v.tolist() for k, v in hist.items()}
-    h.update(labels=labels, snapshots=snaps, first_batch=order[:cfg.batch])
-    return out, h
+    return out, {**{k: v.tolist() for k, v in hist.items()}, 'labels': labels, 'snapshots': snaps, 'first_batch': order[:cfg.batch]}
 
 # %% ../../nbs/12_methods.class_impression.ipynb #e25fadfb
 def idc_loss(s_scores, y, t_scores, s_cent, t_cent, rho: float = 0.99, tau: float = 1.0):
@@ -205,10 +233,10 @@ def assert_data_free(sc: Scenario, p: Phase, idx: torch.Tensor):
           f'real images of the current phase (old classes come from mean images and synthesis)')
     check(bool(torch.isin(idx, p.train_idx.cpu()).all()), f'data-free guard: phase {p.t} got indices outside its training split')
 
-# %% ../../nbs/12_methods.class_impression.ipynb #26a662ba
+# %% ../../nbs/12_methods.class_impression.ipynb #84e57c11
 @dataclass
-class CIConfig(Config):
-    "Class Impression: the released code's recipe and synthesis settings (see the notebook for each choice)."
+class _CIRecipe(Config):
+    "Class Impression's training recipe and loss settings (the released code's values); `CIConfig` adds the rest."
     backbone: str = 'ci_net'
     head: str = 'cosine'
     epochs: int = 100
@@ -229,14 +257,19 @@ class CIConfig(Config):
     idc_rho: float = 0.99            # ro (the configs use 0.9, 0.99 or 0.999)
     idc_tau: float = 1.0             # temprature
     idc_target: Literal['new'] = 'new'          # unlabelled target: 'new', a slice of the new classes' training images (never val)
+
+# %% ../../nbs/12_methods.class_impression.ipynb #aed96d45
+@dataclass
+class _CISettings(_CIRecipe):
+    "Per-loss switches, network options and the synthesis settings (`syn_` + a `SynthConfig` field) of Class Impression."
     # per-loss ablation (phases t >= 1; bench variants such as class_impression:w_idc=0): each multiplies its term
     w_ce: float = 1.0                # the (class-weighted) cross-entropy
     class_weighted: bool = True      # False: plain CE instead of the paper's CN-CE (inverse-frequency class weights)
-    cw_counts: str = 'sampled'       # CN-CE's frequencies: 'sampled' (shares of the sampler's draws) or 'stored' (the released code: counts of the stored real + synthetic images)
+    cw_counts: str = 'stored'        # CN-CE's frequencies: 'stored' (the released code: counts of the stored real + synthetic images) or 'sampled' (shares of the sampler's draws)
     w_dis: float = 1.0               # the less-forget distillation (times lambda)
     w_mr: float = 1.0                # the margin ranking loss (times lw_mr)
     w_idc: float = 1.0               # IdC (times idc_weight); 0 also skips carving the unlabelled slice
-    last_relu: bool = False          # True: keep the ReLU after the last block, as the original net does (features >= 0)
+    last_relu: bool = True           # keep the ReLU after the last block, as the released net does (features >= 0)
     cn_groups: int = 4               # norm='cn': GroupNorm groups (the code's gn_size=4), at most this many; see below
     val_frac: float = 0.1            # the share of each new class's training images carved off as IdC's unlabelled images
     rs_ratio: float = 0.66           # share of synthetic draws in an epoch
@@ -254,10 +287,15 @@ class CIConfig(Config):
     syn_w_l2: float = 0.1
     syn_jitter: int = 30
     syn_flip: bool = True
+
+# %% ../../nbs/12_methods.class_impression.ipynb #7a8311e9
+@dataclass
+class CIConfig(_CISettings):
+    "Class Impression: the released code's recipe and synthesis settings (see the notebook for each choice)."
     paper_protocol: ClassVar[dict] = dict(base=2, increment=2, per_class=None)   # BloodMNIST 2+2+2+2, data-free
     SMALL: ClassVar[dict] = dict(epochs=6, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule='onecycle',
                                  pad=4, per_class=None, syn_per_class=20, syn_batch=40, syn_iters=150, syn_jitter=2,
-                                 syn_warmup=0.05)
+                                 syn_warmup=0.05, cw_counts='sampled', last_relu=False)
     def __post_init__(self):
         check(self.variant in ('paper', 'shipped'), f"variant must be 'paper' (all four losses) or 'shipped' (class-weighted CE only, as the released configs run), got {self.variant!r}")
         check(self.idc_target == 'new', f"idc_target must be 'new' (a slice of the new classes' training images: data-free, never the validation split), got {self.idc_target!r}")
@@ -275,7 +313,7 @@ class CIConfig(Config):
                            w_bn=self.syn_w_bn, w_bn_first=self.syn_w_bn_first, w_tv=self.syn_w_tv, w_l2=self.syn_w_l2,
                            jitter=self.syn_jitter, flip=self.syn_flip)
 
-# %% ../../nbs/12_methods.class_impression.ipynb #57d62da1
+# %% ../../nbs/12_methods.class_impression.ipynb #23df91c0
 @register
 class ClassImpression(Method):
     "Data-free CIL: mean images + synthesised class impressions replayed with LUCIR losses and IdC."
@@ -283,22 +321,13 @@ class ClassImpression(Method):
     relative_cost = 10.0
 
     def setup(self, scenario, device, seed=0):
+        "The engine's set-up; real images are flipped only with `train_flip`; no mean image yet."
         super().setup(scenario, device, seed)
         d = scenario.data
         self.aug = Augment(*d.mean_std(), pad=self.cfg.pad, flip=d.flip and self.cfg.train_flip, crop=self.cfg.pad > 0)
         self.mean_images = torch.zeros(0, d.channels, *d.size, device=self.device)
         self.syn_log, self.impressions, self.used_idx = [], None, {}
         self.impressions_by_phase = {}   # phase -> (up to 8 impressions a class, labels) on the CPU, for pictures phase by phase
-
-    def before_phase(self, p: Phase):
-        super().before_phase(p)
-        if p.t == 0: return
-        self.model.eval()
-        idx = self.labelled_idx(p)
-        feats = extract_features(self.model.features, self.train_x[idx], self.prep)
-        self.model.head.imprint(feats, self.train_y[idx])
-        self.model.head.freeze_old()
-        self.lam = self.cfg.lambda_base * math.sqrt(p.n_old / len(p.classes))
 
     def build_model(self):
         "The backbone with `last_relu`; with norm='cn' each ContinualNorm's GroupNorm gets at most `cn_groups` groups (a warning where groups == channels: instance norm)."
@@ -313,129 +342,169 @@ class ClassImpression(Method):
                     mod.gn = nn.GroupNorm(g, c, affine=False)
         return m
 
-    # ---- which real images a phase may see
-    def _carved(self, p: Phase):
-        "(labelled, unlabelled) training indices of phase p: `val_frac` of each new class's training images are unlabelled."
-        y = self.sc.train_y[p.train_idx].numpy()
-        lab, unl = stratified_split(y, self.cfg.val_frac, seed=1000 + p.t)
-        return p.train_idx[torch.as_tensor(lab)], p.train_idx[torch.as_tensor(unl)]
-    def labelled_idx(self, p: Phase) -> torch.Tensor:
-        idx = self._carved(p)[0] if (p.t > 0 and self.idc_on) else p.train_idx
-        assert_data_free(self.sc, p, idx); return idx
-    @property
-    def idc_on(self): return self.cfg.variant == 'paper' and self.cfg.idc_weight > 0 and self.cfg.w_idc > 0
-    def target_images(self, p: Phase):
-        "Unlabelled images for IdC (uint8): the slice carved off the new classes' training images (never the val split)."
-        unl = self._carved(p)[1]; assert_data_free(self.sc, p, unl)
-        return self.data.train_x[unl]
+# %% ../../nbs/12_methods.class_impression.ipynb #c8bfbbb0
+@patch
+def _carved(self: ClassImpression, p: Phase):
+    "(labelled, unlabelled) training indices of phase p: `val_frac` of each new class's training images are unlabelled."
+    y = self.sc.train_y[p.train_idx].numpy()
+    lab, unl = stratified_split(y, self.cfg.val_frac, seed=1000 + p.t)
+    return p.train_idx[torch.as_tensor(lab)], p.train_idx[torch.as_tensor(unl)]
 
-    def training_data(self, p: Phase):
-        "New classes' real images (as floats in [0, 1]) plus impressions of every old class."
-        idx = self.labelled_idx(p); self.used_idx[p.t] = idx.cpu()
-        x, y = self.train_x[idx].float() / 255, self.train_y[idx]
-        self.n_real = len(y)
-        if p.t == 0: return x, y
-        t0 = time.perf_counter()
-        syn, h = synthesize(self.old_model, range(p.n_old), self.mean_images[:p.n_old], self.cfg.synth, self.device,
-                            mean_std=self.data.mean_std(), flip=self.data.flip, seed=self.seed * 1000 + p.t,
-                            report=lambda b, l: self.emit('after_inner', p, 'synthesis', b, l))
-        dt = time.perf_counter() - t0
-        with torch.no_grad():
-            acc = float((self.old_model(self.prep(syn)).argmax(1).cpu() == h['labels']).float().mean())
-        n = len(syn)
-        self.syn_log.append({'phase': p.t, 'images': n, 'iters': self.cfg.syn_iters, 'seconds': round(dt, 3),
-                             'images_per_second': round(n / dt, 3), 'old_model_acc': round(100 * acc, 2),
-                             'loss_first': {k: h[k][0] for k in ('loss', 'ce', 'bn', 'tv', 'l2')},
-                             'loss_last': {k: h[k][-1] for k in ('loss', 'ce', 'bn', 'tv', 'l2')}})
-        self.impressions = (syn, h['labels'])
-        keep = torch.cat([torch.nonzero(h['labels'] == c).flatten()[:8] for c in h['labels'].unique()])
-        self.impressions_by_phase[p.t] = (syn[keep].cpu(), h['labels'][keep].cpu())
-        return torch.cat([x, syn.to(self.device)]), torch.cat([y, h['labels'].to(self.device)])
+@patch
+def labelled_idx(self: ClassImpression, p: Phase) -> torch.Tensor:
+    "The real images the phase trains on with labels (all but IdC's slice), checked by `assert_data_free`."
+    idx = self._carved(p)[0] if (p.t > 0 and self.idc_on) else p.train_idx
+    assert_data_free(self.sc, p, idx); return idx
 
-    # ---- training
-    def loss(self, x, y, xt=None):
-        n_seen = self.model.n_classes
-        if self.old_model is None:
-            logits = self.model(x)
-            ce = F.cross_entropy(logits, y, weight=self.cw); return ce, {'ce': ce}
-        xin = x if xt is None else torch.cat([x, xt])
-        f = self.model.features(xin)
-        cos = self.model.head(f, scale=False)
-        logits = cos * self.model.head.sigma
-        B = len(y); fs, cs = f[:B], cos[:B]
-        ce = F.cross_entropy(logits[:B], y, weight=self.cw)
-        if self.cfg.variant == 'shipped': return ce, {'ce': ce}
-        ce = self.cfg.w_ce * ce
-        with torch.no_grad(): f_ref = self.old_model.features(x)
-        dis = self.cfg.w_dis * self.lam * (1 - F.cosine_similarity(fs, f_ref.float(), dim=1)).mean()
-        mr = self.cfg.w_mr * self.cfg.lw_mr * margin_ranking_loss(cs, y, self.old_model.n_classes, self.cfg.K, self.cfg.margin)
-        parts = {'ce': ce, 'dis': dis, 'mr': mr}
-        total = ce + dis + mr
-        if xt is not None:
-            idc, self.s_cent, self.t_cent = idc_loss(cs, y, cos[B:], self.s_cent, self.t_cent, self.cfg.idc_rho, self.cfg.idc_tau)
-            idc = self.cfg.w_idc * self.cfg.idc_weight * idc; parts['idc'] = idc; total = total + idc
-        return total, parts
+@patch(as_prop=True)
+def idc_on(self: ClassImpression):
+    "Does the loss have its IdC term (the paper's variant, neither weight 0)?"
+    return self.cfg.variant == 'paper' and self.cfg.idc_weight > 0 and self.cfg.w_idc > 0
 
-    def refresh_bn(self, p: Phase):
-        "As trained: after phase 0 each batch also passes half as many plain IdC target images through BatchNorm, so the pass mixes them in."
-        tx, self.fit_t = getattr(self, 'fit_t', None), None
-        if not self.cfg.bn_refresh or tx is None: return super().refresh_bn(p)
-        x = self.bn_prep(p)(self.fit_x); n = len(x) // 2
-        g = torch.Generator().manual_seed(self.seed * 1000 + p.t + 8)
-        xt = self.aug.normalize(tx[torch.randint(0, len(tx), (n,), generator=g).to(tx.device)])
-        xin = torch.cat([x, xt.to(x.dtype)]); xin = xin[torch.randperm(len(xin), generator=g).to(xin.device)]
-        reestimate_bn(self.model, xin, lambda b: b, self.autocast, self.cfg.eval_batch_size)
-        self.fit_x = None
+@patch
+def target_images(self: ClassImpression, p: Phase):
+    "Unlabelled images for IdC (uint8): the slice carved off the new classes' training images (never the val split)."
+    unl = self._carved(p)[1]; assert_data_free(self.sc, p, unl)
+    return self.data.train_x[unl]
 
-    def fit_phase(self, p: Phase, progress=None) -> dict:
-        x, y = self.training_data(p)
-        cfg, bs, n_seen = self.cfg, self.cfg.batch_size, p.n_seen
-        n_real, n_syn = self.n_real, len(y) - self.n_real
-        if n_syn > 0 and cfg.rs_ratio > 0:
-            w = torch.cat([torch.full((n_real,), (1 - cfg.rs_ratio) / n_real), torch.full((n_syn,), cfg.rs_ratio / n_syn)])
-            n_draw = int(n_real / (1 - cfg.rs_ratio))
-        else: w, n_draw = None, len(y)
-        self.cw = (class_weights(y, n_seen, w if cfg.cw_counts == 'sampled' else None).to(self.device)
-                   if (cfg.class_weighted or p.t == 0) else None)
-        use_t = p.t > 0 and self.idc_on
-        tx = self.target_images(p).to(self.device) if use_t else None
-        g = torch.Generator(device='cpu').manual_seed(self.seed * 1000 + p.t)
-        steps = max(1, n_draw // bs) if n_draw > bs else 1
-        opt, sched = self.optimizer(p, steps)
-        def batches(ep):   # an epoch: n_draw images drawn by the weighted sampler, and half a batch of targets for IDC
-            idx = torch.multinomial(w, n_draw, replacement=True, generator=g) if w is not None else torch.randperm(len(y), generator=g)
-            bt = Batches(x, y, idx.to(self.device), bs, shuffle=False, aug=self.aug, drop_last=n_draw > bs, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
-            self.fit_x = x[idx.to(self.device)]   # BatchNorm is re-estimated on a draw of the sampler, as trained (`refresh_bn`)
-            self.fit_t = tx if use_t else None
-            self.s_cent = self.t_cent = torch.zeros(n_seen, n_seen, device=self.device)
-            for xb, yb in bt:
-                if not use_t: yield xb, yb; continue
-                ti = torch.randint(0, len(tx), (max(1, bs // 2),), generator=g).to(self.device)
-                yield xb, yb, self.aug.normalize(tx[ti])
-        hist, n_img = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, progress=progress)
-        return {'history': hist, 'images': n_img}
+# %% ../../nbs/12_methods.class_impression.ipynb #4e7d4a31
+@patch
+def before_phase(self: ClassImpression, p: Phase):
+    "The engine's phase start (the old model frozen, the head grown); from phase 1, the new rows imprinted and the old ones frozen."
+    super(ClassImpression, self).before_phase(p)
+    if p.t == 0: return
+    self.model.eval()
+    idx = self.labelled_idx(p)
+    feats = extract_features(self.model.features, self.train_x[idx], self.prep)
+    self.model.head.imprint(feats, self.train_y[idx])
+    self.model.head.freeze_old()
+    self.lam = self.cfg.lambda_base * math.sqrt(p.n_old / len(p.classes))
 
-    def after_phase(self, p: Phase):
-        "Keep the mean image of each new class, and nothing else of its real images."
-        idx = p.train_idx.to(self.device)
-        new = class_mean_images(self.train_x[idx], self.train_y[idx], p.labels)
-        self.mean_images = torch.cat([self.mean_images, new])
+@patch
+def after_phase(self: ClassImpression, p: Phase):
+    "Keep the mean image of each new class, and nothing else of its real images."
+    idx = p.train_idx.to(self.device)
+    new = class_mean_images(self.train_x[idx], self.train_y[idx], p.labels)
+    self.mean_images = torch.cat([self.mean_images, new])
 
-    def record(self, extras: dict, p: Phase) -> dict:
-        extras['synthesis'] = list(self.syn_log); return extras
-    def extra_state(self) -> dict:
-        return {'memory': None, 'means': None, 'mean_images': self.mean_images.cpu(), 'syn_log': self.syn_log}
-    def load_extra_state(self, st: dict):
-        self.mean_images = st['mean_images'].to(self.device); self.syn_log = list(st.get('syn_log', []))
-    def pictures(self, p, per_class: int = 10) -> dict:
-        "The class mean images, and after phase 0 the impressions replayed in the phase, a row a class."
-        out = {'mean_images': (self.mean_images[:p.n_seen].float().cpu(), p.n_seen)}
-        if p.t > 0 and getattr(self, 'impressions', None) is not None:
-            x, y = self.impressions
-            out['impressions'] = class_rows({int(c): x[y.to(x.device) == c].cpu() for c in y.unique()}, per_class)
-        return out
+# %% ../../nbs/12_methods.class_impression.ipynb #fcaf81b1
+@patch
+def training_data(self: ClassImpression, p: Phase):
+    "New classes' real images (as floats in [0, 1]) plus impressions of every old class."
+    idx = self.labelled_idx(p); self.used_idx[p.t] = idx.cpu()
+    x, y = self.train_x[idx].float() / 255, self.train_y[idx]
+    self.n_real = len(y)
+    if p.t == 0: return x, y
+    t0 = time.perf_counter()
+    syn, h = synthesize(self.old_model, range(p.n_old), self.mean_images[:p.n_old], self.cfg.synth, self.device,
+                        mean_std=self.data.mean_std(), flip=self.data.flip, seed=self.seed * 1000 + p.t,
+                        report=lambda b, l: self.emit('after_inner', p, 'synthesis', b, l))
+    dt = time.perf_counter() - t0
+    with torch.no_grad():
+        acc = float((self.old_model(self.prep(syn)).argmax(1).cpu() == h['labels']).float().mean())
+    n = len(syn)
+    self.syn_log.append({'phase': p.t, 'images': n, 'iters': self.cfg.syn_iters, 'seconds': round(dt, 3),
+                         'images_per_second': round(n / dt, 3), 'old_model_acc': round(100 * acc, 2),
+                         'loss_first': {k: h[k][0] for k in ('loss', 'ce', 'bn', 'tv', 'l2')},
+                         'loss_last': {k: h[k][-1] for k in ('loss', 'ce', 'bn', 'tv', 'l2')}})
+    self.impressions = (syn, h['labels'])
+    keep = torch.cat([torch.nonzero(h['labels'] == c).flatten()[:8] for c in h['labels'].unique()])
+    self.impressions_by_phase[p.t] = (syn[keep].cpu(), h['labels'][keep].cpu())
+    return torch.cat([x, syn.to(self.device)]), torch.cat([y, h['labels'].to(self.device)])
 
-# %% ../../nbs/12_methods.class_impression.ipynb #d8b2f3da
+# %% ../../nbs/12_methods.class_impression.ipynb #d2ce9c31
+@patch
+def loss(self: ClassImpression, x, y, xt=None):
+    "Phase 0: CN-CE. Then the less-forget loss, CN-CE and margin ranking on the batch, IdC against the unlabelled `xt` (only CN-CE with `variant='shipped'`)."
+    n_seen = self.model.n_classes
+    if self.old_model is None:
+        logits = self.model(x)
+        ce = F.cross_entropy(logits, y, weight=self.cw); return ce, {'ce': ce}
+    xin = x if xt is None else torch.cat([x, xt])
+    f = self.model.features(xin)
+    cos = self.model.head(f, scale=False)
+    logits = cos * self.model.head.sigma
+    B = len(y); fs, cs = f[:B], cos[:B]
+    ce = F.cross_entropy(logits[:B], y, weight=self.cw)
+    if self.cfg.variant == 'shipped': return ce, {'ce': ce}
+    ce = self.cfg.w_ce * ce
+    with torch.no_grad(): f_ref = self.old_model.features(x)
+    dis = self.cfg.w_dis * self.lam * (1 - F.cosine_similarity(fs, f_ref.float(), dim=1)).mean()
+    mr = self.cfg.w_mr * self.cfg.lw_mr * margin_ranking_loss(cs, y, self.old_model.n_classes, self.cfg.K, self.cfg.margin)
+    parts = {'ce': ce, 'dis': dis, 'mr': mr}
+    total = ce + dis + mr
+    if xt is not None:
+        idc, self.s_cent, self.t_cent = idc_loss(cs, y, cos[B:], self.s_cent, self.t_cent, self.cfg.idc_rho, self.cfg.idc_tau)
+        idc = self.cfg.w_idc * self.cfg.idc_weight * idc; parts['idc'] = idc; total = total + idc
+    return total, parts
+
+# %% ../../nbs/12_methods.class_impression.ipynb #c7b6a1a3
+@patch
+def fit_phase(self: ClassImpression, p: Phase, progress=None) -> dict:
+    "Each epoch: `n_real / (1 - rs_ratio)` draws of the weighted sampler, each batch with half a batch of IdC's unlabelled images; trained in the engine."
+    x, y = self.training_data(p)
+    cfg, bs, n_seen = self.cfg, self.cfg.batch_size, p.n_seen
+    n_real, n_syn = self.n_real, len(y) - self.n_real
+    if n_syn > 0 and cfg.rs_ratio > 0:
+        w = torch.cat([torch.full((n_real,), (1 - cfg.rs_ratio) / n_real), torch.full((n_syn,), cfg.rs_ratio / n_syn)])
+        n_draw = int(n_real / (1 - cfg.rs_ratio))
+    else: w, n_draw = None, len(y)
+    self.cw = (class_weights(y, n_seen, w if cfg.cw_counts == 'sampled' else None).to(self.device)
+               if (cfg.class_weighted or p.t == 0) else None)
+    use_t = p.t > 0 and self.idc_on
+    tx = self.target_images(p).to(self.device) if use_t else None
+    g = torch.Generator(device='cpu').manual_seed(self.seed * 1000 + p.t)
+    steps = max(1, n_draw // bs) if n_draw > bs else 1
+    opt, sched = self.optimizer(p, steps)
+    def batches(ep):   # an epoch: n_draw images drawn by the weighted sampler, and half a batch of targets for IDC
+        idx = torch.multinomial(w, n_draw, replacement=True, generator=g) if w is not None else torch.randperm(len(y), generator=g)
+        bt = Batches(x, y, idx.to(self.device), bs, shuffle=False, aug=self.aug, drop_last=n_draw > bs, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
+        self.fit_x = x[idx.to(self.device)]   # BatchNorm is re-estimated on a draw of the sampler, as trained (`refresh_bn`)
+        self.fit_t = tx if use_t else None
+        self.s_cent = self.t_cent = torch.zeros(n_seen, n_seen, device=self.device)
+        for xb, yb in bt:
+            if not use_t: yield xb, yb; continue
+            ti = torch.randint(0, len(tx), (max(1, bs // 2),), generator=g).to(self.device)
+            yield xb, yb, self.aug.normalize(tx[ti])
+    hist, n_img = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, progress=progress)
+    return {'history': hist, 'images': n_img}
+
+# %% ../../nbs/12_methods.class_impression.ipynb #fb22232e
+@patch
+def refresh_bn(self: ClassImpression, p: Phase):
+    "As trained: after phase 0 each batch also passes half as many plain IdC target images through BatchNorm, so the pass mixes them in."
+    tx, self.fit_t = getattr(self, 'fit_t', None), None
+    if not self.cfg.bn_refresh or tx is None: return super(ClassImpression, self).refresh_bn(p)
+    x = self.bn_prep(p)(self.fit_x); n = len(x) // 2
+    g = torch.Generator().manual_seed(self.seed * 1000 + p.t + 8)
+    xt = self.aug.normalize(tx[torch.randint(0, len(tx), (n,), generator=g).to(tx.device)])
+    xin = torch.cat([x, xt.to(x.dtype)]); xin = xin[torch.randperm(len(xin), generator=g).to(xin.device)]
+    reestimate_bn(self.model, xin, lambda b: b, self.autocast, self.cfg.eval_batch_size)
+    self.fit_x = None
+
+# %% ../../nbs/12_methods.class_impression.ipynb #11789519
+@patch
+def record(self: ClassImpression, extras: dict, p: Phase) -> dict:
+    "Each phase's synthesis log (images, steps, seconds, the old model's accuracy on them, first and last losses)."
+    extras['synthesis'] = list(self.syn_log); return extras
+@patch
+def extra_state(self: ClassImpression) -> dict:
+    "What a checkpoint keeps beyond the model: the mean images and the synthesis log (no memory)."
+    return {'memory': None, 'means': None, 'mean_images': self.mean_images.cpu(), 'syn_log': self.syn_log}
+@patch
+def load_extra_state(self: ClassImpression, st: dict):
+    "Restore the mean images and the synthesis log of a checkpoint."
+    self.mean_images = st['mean_images'].to(self.device); self.syn_log = list(st.get('syn_log', []))
+@patch
+def pictures(self: ClassImpression, p, per_class: int = 10) -> dict:
+    "The class mean images, and after phase 0 the impressions replayed in the phase, a row a class."
+    out = {'mean_images': (self.mean_images[:p.n_seen].float().cpu(), p.n_seen)}
+    if p.t > 0 and getattr(self, 'impressions', None) is not None:
+        x, y = self.impressions
+        out['impressions'] = class_rows({int(c): x[y.to(x.device) == c].cpu() for c in y.unique()}, per_class)
+    return out
+
+# %% ../../nbs/12_methods.class_impression.ipynb #e54c00c7
 def nearest_real(syn, syn_y, real, real_y, n_real: int = 500, seed: int = 0) -> dict:
     "Nearest same-class real image (L2, pixels in [0, 1]) of each synthetic image, and each real image's nearest other real image of its class."
     check(len(syn) == len(syn_y) and len(real) == len(real_y), 'images and labels must have the same length')
@@ -453,6 +522,7 @@ def nearest_real(syn, syn_y, real, real_y, n_real: int = 500, seed: int = 0) -> 
     out['real_dist'] = torch.cat(out['real_dist'])
     return out
 
+# %% ../../nbs/12_methods.class_impression.ipynb #6b278a99
 def privacy_picture(syn, syn_y, real, real_y, n_show: int = 8, title: str = 'synthetic', **kw):
     "Synthetic images (top row) above their nearest real training images, and histograms of the nearest distances."
     import matplotlib.pyplot as plt
