@@ -5,6 +5,7 @@ from cil_nb.core import CILError
 from cil_nb.data import Scenario, load_dataset, make_synthetic
 from cil_nb.learner import run, get_method, load_checkpoint
 from cil_nb.methods.genifer import Genifer, GeniferConfig, CondGenerator, diff_augment, kd_sep
+from dataclasses import asdict
 
 TINY = dict(epochs=1, batch_size=16, gan_steps=4, gan_batch=8, r1_every=2)
 
@@ -113,3 +114,27 @@ def test_paper_optimisers():
     assert isinstance(opt0, torch.optim.SGD) and all(g['nesterov'] for g in opt0.param_groups)
     assert isinstance(opt1, torch.optim.RAdam) and all(g['decoupled_weight_decay'] for g in opt1.param_groups)
     p = GeniferConfig.preset(small=False); assert p.nesterov and p.decoupled_wd and p.inc_optimizer == 'radam'
+
+# The paper preset as it is: the released code's numbers where this package's GAN has the same knob, the package's own
+# elsewhere (widths, DiffAugment, ema_rampup; R1 is scaled by r1_every, 17 times the released weight). The notebook's
+# preset table lists each departure; change this test and that table together.
+PAPER_PRESET = dict(backbone='resnet18', head='linear', epochs=100, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                    schedule='multistep', milestones=(0.3, 0.6, 0.8), gamma=0.2, memory=None, per_class=None, feat_layer=2,
+                    ce_w=0.02, kd_w=0.98, feat_w=1.0, T=1.0, gen_ratio=0.5, inc_optimizer='radam', inc_lr=1e-4,
+                    nesterov=True, decoupled_wd=True, z_dim=512, g_width=128, d_width=128, g_modulate=False,
+                    gan_steps=80_000, base_gan_steps=250_000, gan_batch=64, g_lr=0.0025, d_lr=0.0025, r1_gamma=0.5,
+                    r1_every=16, gdist_w=10.0, ema_kimg=500.0, ema_rampup=0.05, translation=0.125, cutout=0.5, color=True,
+                    pix_w=0.0, cls_w=0.0, ms_w=0.0)
+# what the small preset changes (per_class=20 comes from the shared small preset; Genifer keeps no exemplars anyway)
+SMALL_CHANGES = dict(backbone='ci_net', epochs=6, batch_size=64, lr=0.05, schedule='onecycle', milestones=(0.5, 0.75),
+                     gamma=0.1, per_class=20, feat_layer=1, inc_optimizer='sgd', inc_lr=0.05, z_dim=64, g_width=32,
+                     d_width=32, gan_steps=200, base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0,
+                     gdist_w=2.0, pix_w=2.0, cls_w=0.1, ms_w=0.003)
+
+def test_paper_and_small_presets_as_they_are():
+    "The paper preset's values and exactly what the small preset changes; `--preset paper` is the same config."
+    p, s = asdict(GeniferConfig.preset(small=False)), asdict(GeniferConfig.preset())
+    assert {k: p[k] for k in PAPER_PRESET} == PAPER_PRESET
+    assert {k: v for k, v in s.items() if p[k] != v} == SMALL_CHANGES
+    assert GeniferConfig.paper_protocol == dict(base=50, increment=10, per_class=None)
+    assert Genifer.uses_memory is False

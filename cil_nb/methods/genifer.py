@@ -6,9 +6,11 @@
 from __future__ import annotations
 import math, copy, time
 from collections import defaultdict
+from types import SimpleNamespace
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import *
@@ -25,7 +27,8 @@ from ..metrics import *
 
 # %% auto #0
 __all__ = ['diff_augment', 'CondGenerator', 'FeatDiscriminator', 'PixDiscriminator', 'mid_features', 'forward_mid', 'kd_sep',
-           'feat_l2', 'r1_penalty', 'mode_seeking', 'mean_pairwise', 'GeniferConfig', 'Genifer']
+           'feat_l2', 'r1_penalty', 'mode_seeking', 'mean_pairwise', 'GeniferGANSettings', 'GeniferExtraSettings',
+           'GeniferConfig', 'Genifer']
 
 # %% ../../nbs/13_methods.genifer.ipynb #9ce63157
 def diff_augment(x, translation: float = 0.125, cutout: float = 0.5, color: bool = True):
@@ -56,7 +59,7 @@ def diff_augment(x, translation: float = 0.125, cutout: float = 0.5, color: bool
 class CondGenerator(nn.Module):
     """Class-conditional DCGAN-style generator: (z, label) -> C x H x W image in [0, 1]. With `modulate`, a mapping
     network turns (z, label embedding) into a style vector w, and each BatchNorm's scale and shift come from w
-    (conditional BatchNorm, the small-scale form of the paper's style modulation), so the label acts on every layer."""
+    (conditional BatchNorm, a small stand-in for the released modulated convolutions), so the label acts on every layer."""
     def __init__(self, n_classes: int, channels: int, size: tuple, z_dim: int = 64, width: int = 32, modulate: bool = False):
         super().__init__()
         self.n_classes, self.channels, self.size, self.z_dim, self.modulate = n_classes, channels, tuple(size), z_dim, modulate
@@ -72,24 +75,28 @@ class CondGenerator(nn.Module):
             self.styles = nn.ModuleList([nn.Linear(z_dim, 2 * 2 * width), nn.Linear(z_dim, 2 * width)])   # (scale, shift) per BN channel
             for s in self.styles: nn.init.zeros_(s.weight); nn.init.zeros_(s.bias)                      # start as plain BN: scale 1, shift 0
 
-    def forward(self, z, y):
-        check(z.shape[1] == self.z_dim, f'the generator takes {self.z_dim}-d latents, got {z.shape[1]}')
-        check(int(y.max()) < self.n_classes and int(y.min()) >= 0, f'labels must lie in [0, {self.n_classes}), got {int(y.min())}..{int(y.max())}')
-        zy = torch.cat([z, self.embed(y)], 1)
-        h = self.fc(zy).view(len(z), -1, self.h0, self.w0)
-        if self.modulate:
-            w, k = self.mapping(zy), 0
-            for layer in self.body:
-                h = layer(h)
-                if isinstance(layer, nn.BatchNorm2d):
-                    g, b = self.styles[k](w)[:, :, None, None].chunk(2, 1); h = h * (1 + g) + b; k += 1
-        else: h = self.body(h)
-        x = torch.sigmoid(h)
-        return x[:, :, :self.size[0], :self.size[1]]
+# %% ../../nbs/13_methods.genifer.ipynb #e8fef54e
+@patch
+def forward(self: CondGenerator, z, y):
+    "Images (B, C, H, W) in [0, 1] of latents `z` (B, z_dim) and labels `y` (B,)."
+    check(z.shape[1] == self.z_dim, f'the generator takes {self.z_dim}-d latents, got {z.shape[1]}')
+    check(int(y.max()) < self.n_classes and int(y.min()) >= 0, f'labels must lie in [0, {self.n_classes}), got {int(y.min())}..{int(y.max())}')
+    zy = torch.cat([z, self.embed(y)], 1)
+    h = self.fc(zy).view(len(z), -1, self.h0, self.w0)
+    if self.modulate:
+        w, k = self.mapping(zy), 0
+        for layer in self.body:
+            h = layer(h)
+            if isinstance(layer, nn.BatchNorm2d):
+                g, b = self.styles[k](w)[:, :, None, None].chunk(2, 1); h = h * (1 + g) + b; k += 1
+    else: h = self.body(h)
+    x = torch.sigmoid(h)
+    return x[:, :, :self.size[0], :self.size[1]]
 
-    def sample(self, y, z=None):
-        "Images of labels `y` (new latents unless `z` is given)."
-        return self(torch.randn(len(y), self.z_dim, device=y.device) if z is None else z, y)
+@patch
+def sample(self: CondGenerator, y, z=None):
+    "Images of labels `y` (new latents unless `z` is given)."
+    return self(torch.randn(len(y), self.z_dim, device=y.device) if z is None else z, y)
 
 # %% ../../nbs/13_methods.genifer.ipynb #56de9dfa
 class FeatDiscriminator(nn.Module):
@@ -162,9 +169,45 @@ def mean_pairwise(x):
     x = x.flatten(1).float(); n = len(x)
     return (torch.cdist(x, x).sum() / (n * (n - 1))).item()
 
+# %% ../../nbs/13_methods.genifer.ipynb #f9c41af9
+@dataclass
+class GeniferGANSettings:
+    "The GAN's settings; the defaults are the paper preset (the released numbers where this GAN has the same knob)."
+    z_dim: int = 512             # latent size (released: 512)
+    g_width: int = 128           # CondGenerator's width (ours; the released generator has 512 down to 64 channels)
+    d_width: int = 128           # FeatDiscriminator's width (ours; the released D: 256 to 512 channels)
+    g_modulate: bool = False     # conditional BatchNorm driven by a mapping network (see CondGenerator)
+    gan_steps: int = 80_000      # generator steps after each phase but the last
+    base_gan_steps: int | None = 250_000  # after phase 0, if different
+    gan_batch: int = 64
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025         # times r1_every / (r1_every + 1), like the released code
+    r1_gamma: float = 0.5        # every r1_every-th step D's loss gains r1_gamma / 2 * r1_every * R1 (StyleGAN2's scaling;
+    r1_every: int = 16           # the released code: r1_gamma / 2 * 16 / 17 * R1, a 17th of ours)
+    gdist_w: float = 10.0        # generator distillation, times n_old / n_new
+    ema_kimg: float = 500.0      # EMA half-life in thousands of images
+    ema_rampup: float = 0.05     # half-life at most this fraction of the images seen so far (released: 500 k after a quarter of them)
+    translation: float = 0.125   # DiffAugment (ours; the released code: ADA)
+    cutout: float = 0.5
+    color: bool = True
+    gan_last: bool = False       # also train a GAN after the last phase (only for pictures)
+
+# %% ../../nbs/13_methods.genifer.ipynb #70b04a16
+@dataclass
+class GeniferExtraSettings:
+    "What the paper lacks: three more generator terms (0 = off in the paper preset) and the measurement of the replayed generator."
+    pix_w: float = 0.0           # weight of a second, pixel-space discriminator's term for G (0 = off)
+    pix_width: int = 32
+    pix_r1: float = 0.01         # R1 weight of the pixel discriminator (scaled like r1_gamma)
+    cls_w: float = 0.0           # class term: CE of the frozen classifier on (augmented) generated images
+    ms_w: float = 0.0            # mode-seeking term; the small preset's 0.003 stops its generator drawing one image a class
+    measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
+    measure_per_class: int = 500 # real training images a class for the independent classifier (and 32 for the diversity)
+    measure_epochs: int = 15
+
 # %% ../../nbs/13_methods.genifer.ipynb #4233a8c5
 @dataclass
-class GeniferConfig(Config):
+class GeniferConfig(GeniferExtraSettings, GeniferGANSettings, Config):
     "Genifer: linear head, no memory, feature-driven conditional GAN, KD + feature L2 on generated images."
     head: str = 'linear'
     per_class: int | None = None
@@ -179,36 +222,10 @@ class GeniferConfig(Config):
     feat_w: float = 1.0
     T: float = 1.0
     gen_ratio: float = 0.5       # share of each classifier batch made of generated old-class images
-    inc_optimizer: Literal['radam', 'sgd'] = 'radam' # optimiser of phases t >= 1: 'radam' (paper) or 'sgd' (the shared recipe)
+    inc_optimizer: Literal['radam', 'sgd'] = 'radam' # optimiser of phases t >= 1: 'radam' (released) or 'sgd' (the shared recipe)
     inc_lr: float = 1e-4
-    nesterov: bool = True        # the first task's SGD uses Nesterov momentum (the paper)
-    decoupled_wd: bool = True    # RAdam with decoupled weight decay (the paper's RAdam)
-    z_dim: int = 512
-    g_width: int = 128
-    d_width: int = 128
-    g_modulate: bool = False     # conditional BatchNorm driven by a mapping network (see CondGenerator)
-    gan_steps: int = 80_000      # generator steps after each phase but the last
-    base_gan_steps: int | None = 250_000  # after phase 0, if different
-    gan_batch: int = 64
-    g_lr: float = 0.0025
-    d_lr: float = 0.0025
-    r1_gamma: float = 0.5
-    r1_every: int = 16           # lazy R1
-    gdist_w: float = 10.0        # generator distillation, times n_old / n_new
-    pix_w: float = 0.0           # weight of a second, pixel-space discriminator's term for G (not in the paper; 0 = off)
-    pix_width: int = 32
-    pix_r1: float = 0.01         # R1 weight of the pixel discriminator
-    cls_w: float = 0.0           # class term: CE of the frozen classifier on (augmented) generated images (not in the paper; see below)
-    ms_w: float = 0.0            # mode-seeking term (not in the paper, so 0 here); the small preset's 0.003 stops its generator drawing one image a class
-    measure: bool = True         # after each phase t >= 1: `diversity` and `independent_acc` of the generator replayed in it
-    measure_per_class: int = 500 # real training images a class for the independent classifier (and 32 for the diversity)
-    measure_epochs: int = 15
-    ema_kimg: float = 500.0      # EMA half-life in thousands of images
-    ema_rampup: float = 0.05     # half-life at most this fraction of the images seen so far
-    translation: float = 0.125   # DiffAugment
-    cutout: float = 0.5
-    color: bool = True
-    gan_last: bool = False       # also train a GAN after the last phase (only for pictures)
+    nesterov: bool = True        # the first task's SGD uses Nesterov momentum (released)
+    decoupled_wd: bool = True    # RAdam with decoupled weight decay (the released RAdam)
     SMALL: ClassVar[dict] = dict(inc_optimizer='sgd', inc_lr=0.05, z_dim=64, g_width=32, d_width=32, gan_steps=200,
                                  base_gan_steps=None, gan_batch=32, g_lr=0.002, d_lr=0.002, ema_kimg=10.0,
                                  feat_layer=1, milestones=(0.5, 0.75), gamma=0.1, ms_w=0.003, cls_w=0.1, gdist_w=2.0, pix_w=2.0)
@@ -222,6 +239,7 @@ class Genifer(Method):
     relative_cost = 6.0
 
     def setup(self, scenario, device, seed=0):
+        "The shared set-up, then the generator, its EMA copy, the discriminators (pixel one where `pix_w` > 0) and fixed latents."
         super().setup(scenario, device, seed)
         cfg = self.cfg
         check(0 <= cfg.feat_layer < len(self.model.backbone.layers),
@@ -242,210 +260,259 @@ class Genifer(Method):
         g = torch.Generator().manual_seed(1234)   # fixed latents for the sample grids, independent of the run's seed
         self.fixed_z = torch.randn(8, cfg.z_dim, generator=g).to(self.device)
 
-    # ---- the classifier update
-    def optimizer(self, p, steps_per_epoch):
-        "Phase 0: the shared recipe (with Nesterov momentum if `nesterov`); later phases: RAdam (the paper; decoupled weight decay if `decoupled_wd`) or SGD at `inc_lr`."
-        if p.t == 0:
-            opt, sched = super().optimizer(p, steps_per_epoch)
-            if isinstance(opt, torch.optim.SGD) and self.cfg.nesterov and self.cfg.momentum > 0:
-                for g in opt.param_groups: g['nesterov'] = True   # the paper's first task: Nesterov momentum
-            return opt, sched
-        cfg = self.cfg; lr = cfg.inc_lr
-        groups = [{**g, 'lr': lr * g.pop('lr_scale', 1.0)} for g in self.param_groups(p)]
-        groups = [g for g in groups if len(g['params'])]
-        opt = (torch.optim.RAdam(groups, lr=lr, weight_decay=cfg.weight_decay, decoupled_weight_decay=cfg.decoupled_wd) if cfg.inc_optimizer == 'radam' else
-               torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
-        return opt, make_schedule(opt, cfg, self.epochs(p), steps_per_epoch)
+# %% ../../nbs/13_methods.genifer.ipynb #b40f72d2
+@patch
+def optimizer(self: Genifer, p, steps_per_epoch):
+    "Phase 0: the shared recipe (with Nesterov momentum if `nesterov`); later phases: RAdam (released; decoupled weight decay if `decoupled_wd`) or SGD at `inc_lr`."
+    if p.t == 0:
+        opt, sched = super(Genifer, self).optimizer(p, steps_per_epoch)
+        if isinstance(opt, torch.optim.SGD) and self.cfg.nesterov and self.cfg.momentum > 0:
+            for g in opt.param_groups: g['nesterov'] = True   # the released first task: Nesterov momentum
+        return opt, sched
+    cfg = self.cfg; lr = cfg.inc_lr
+    groups = [{**g, 'lr': lr * g.pop('lr_scale', 1.0)} for g in self.param_groups(p)]
+    groups = [g for g in groups if len(g['params'])]
+    opt = (torch.optim.RAdam(groups, lr=lr, weight_decay=cfg.weight_decay, decoupled_weight_decay=cfg.decoupled_wd) if cfg.inc_optimizer == 'radam' else
+           torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay))
+    return opt, make_schedule(opt, cfg, self.epochs(p), steps_per_epoch)
 
-    def fit_phase(self, p, progress=None):
-        "Phase 0 (or no generator yet): plain cross-entropy; later: half new images, half generated old-class images."
-        if p.t == 0 or not self.gan_trained: return super().fit_phase(p, progress)
-        return self._fit_replay(p, progress)
+@patch
+def fit_phase(self: Genifer, p, progress=None):
+    "Phase 0 (or no generator yet): plain cross-entropy; later: half new images, half generated old-class images."
+    if p.t == 0 or not self.gan_trained: return super(Genifer, self).fit_phase(p, progress)
+    return self._fit_replay(p, progress)
 
-    def _fit_replay(self, p, progress):
-        "In the engine: each batch, `gen_ratio` of it generated old-class images (with the old model's logits and features as targets), the rest new images."
-        cfg = self.cfg; bs = cfg.batch_size
-        n_gen = max(1, round(bs * cfg.gen_ratio)); n_real = max(1, bs - n_gen)
-        x, y = self.train_x[p.train_idx], self.train_y[p.train_idx]; self.fit_x = x
-        real = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t)
-        opt, sched = self.optimizer(p, len(real))
-        self.G_ema.eval()
-        def batches(ep):
-            for xb, yb in real:
-                with torch.no_grad():
-                    yg = torch.randint(0, p.n_old, (n_gen,), device=self.device)
-                    xg = self.aug(self.G_ema.sample(yg))          # pad-crop (+ flip) and normalise, like real images
-                    ref_logits, ref_mid = forward_mid(self.old_model, xg, cfg.feat_layer)
-                yield xb[:n_real], yb[:n_real], xg, ref_logits, ref_mid
-        hist, n_img = fit_epochs(self, p, opt, sched, batches, self.replay_loss, self.epochs(p), net=self.model,
-                                 count=lambda b: len(b[1]) + len(b[2]), progress=progress)
-        return {'history': hist, 'images': n_img}
+# %% ../../nbs/13_methods.genifer.ipynb #eeee1e59
+@patch
+def _fit_replay(self: Genifer, p, progress):
+    "In the engine: each batch, `gen_ratio` of it generated old-class images (with the old model's logits and features as targets), the rest new images."
+    cfg = self.cfg; bs = cfg.batch_size
+    n_gen = max(1, round(bs * cfg.gen_ratio)); n_real = max(1, bs - n_gen)
+    x, y = self.train_x[p.train_idx], self.train_y[p.train_idx]; self.fit_x = x
+    real = Batches(x, y, None, bs, aug=self.aug, drop_last=len(x) > bs, seed=self.seed * 1000 + p.t)
+    opt, sched = self.optimizer(p, len(real))
+    self.G_ema.eval()
+    def batches(ep):
+        for xb, yb in real:
+            with torch.no_grad():
+                yg = torch.randint(0, p.n_old, (n_gen,), device=self.device)
+                xg = self.aug(self.G_ema.sample(yg))          # pad-crop (+ flip) and normalise, like real images
+                ref_logits, ref_mid = forward_mid(self.old_model, xg, cfg.feat_layer)
+            yield xb[:n_real], yb[:n_real], xg, ref_logits, ref_mid
+    hist, n_img = fit_epochs(self, p, opt, sched, batches, self.replay_loss, self.epochs(p), net=self.model,
+                             count=lambda b: len(b[1]) + len(b[2]), progress=progress)
+    return {'history': hist, 'images': n_img}
 
-    def replay_loss(self, xb, yb, xg, ref_logits, ref_mid):
-        "CE on the new images; on the generated ones, KD to the old model's logits and L2 to its features at `feat_layer`."
-        cfg, n_gen = self.cfg, len(xg)
-        logits, mid = forward_mid(self.model, torch.cat([xg, xb]), cfg.feat_layer)
-        ce = F.cross_entropy(logits[n_gen:], yb)
-        kd = kd_sep(logits[:n_gen].float(), ref_logits.float(), cfg.T)
-        fl = feat_l2(mid[:n_gen].float(), ref_mid.float())
-        return cfg.ce_w * ce + cfg.kd_w * kd + cfg.feat_w * fl, {'ce': ce, 'kd': kd, 'feat': fl}
+@patch
+def replay_loss(self: Genifer, xb, yb, xg, ref_logits, ref_mid):
+    "CE on the new images; on the generated ones, KD to the old model's logits and L2 to its features at `feat_layer`."
+    cfg, n_gen = self.cfg, len(xg)
+    logits, mid = forward_mid(self.model, torch.cat([xg, xb]), cfg.feat_layer)
+    ce = F.cross_entropy(logits[n_gen:], yb)
+    kd = kd_sep(logits[:n_gen].float(), ref_logits.float(), cfg.T)
+    fl = feat_l2(mid[:n_gen].float(), ref_mid.float())
+    return cfg.ce_w * ce + cfg.kd_w * kd + cfg.feat_w * fl, {'ce': ce, 'kd': kd, 'feat': fl}
 
-    def bn_images(self, p):
-        "As trained on: the new images, and after phase 0 generated old-class images in the batches' ratio (own latents, not the run's random stream)."
-        x = super().bn_images(p)
-        if p.t == 0 or not self.gan_trained: return x
-        n = round(len(x) * self.cfg.gen_ratio / (1 - self.cfg.gen_ratio))
-        g = torch.Generator().manual_seed(self.seed * 1000 + p.t)
-        y, z = torch.randint(0, p.n_old, (n,), generator=g), torch.randn(n, self.cfg.z_dim, generator=g)
-        self.G_ema.eval()
-        with torch.no_grad(): xg = torch.cat([self.G_ema(zb.to(self.device), yb.to(self.device)) for zb, yb in zip(z.split(512), y.split(512))])
-        return torch.cat([x.float() / 255 if x.dtype == torch.uint8 else x, xg.float()])
+# %% ../../nbs/13_methods.genifer.ipynb #f8920856
+@patch
+def bn_images(self: Genifer, p):
+    "As trained on: the new images, and after phase 0 generated old-class images in the batches' ratio (own latents, not the run's random stream)."
+    x = super(Genifer, self).bn_images(p)
+    if p.t == 0 or not self.gan_trained: return x
+    n = round(len(x) * self.cfg.gen_ratio / (1 - self.cfg.gen_ratio))
+    g = torch.Generator().manual_seed(self.seed * 1000 + p.t)
+    y, z = torch.randint(0, p.n_old, (n,), generator=g), torch.randn(n, self.cfg.z_dim, generator=g)
+    self.G_ema.eval()
+    with torch.no_grad(): xg = torch.cat([self.G_ema(zb.to(self.device), yb.to(self.device)) for zb, yb in zip(z.split(512), y.split(512))])
+    return torch.cat([x.float() / 255 if x.dtype == torch.uint8 else x, xg.float()])
 
-    # ---- the GAN
-    def gan_steps(self, p): return self.cfg.base_gan_steps if p.t == 0 and self.cfg.base_gan_steps is not None else self.cfg.gan_steps
+@patch
+def gan_steps(self: Genifer, p):
+    "GAN steps after phase `p`: `base_gan_steps` after phase 0 where it is set, else `gan_steps`."
+    return self.cfg.base_gan_steps if p.t == 0 and self.cfg.base_gan_steps is not None else self.cfg.gan_steps
 
-    def after_phase(self, p):
-        if p.t > 0 and self.gan_trained and self.cfg.measure: self.quality[p.t] = self.generator_quality(p)
-        last = p.t == len(self.sc) - 1
-        if last and not self.cfg.gan_last: return
-        self.gan_log[p.t] = self.train_gan(p)
-        self.gan_log[p.t]['gen_acc'] = self.generated_accuracy(p.n_seen)
-        with torch.no_grad():
-            self.snapshots[p.t] = torch.cat([self.G_ema(self.fixed_z, torch.full((len(self.fixed_z),), c, device=self.device)).cpu()
-                                             for c in range(p.n_seen)])
+@patch
+def after_phase(self: Genifer, p):
+    "Measure the generator replayed in phase `p`; then, unless `p` is the last phase (and `gan_last` off), train the next GAN, count its `gen_acc`, keep its sample grid."
+    if p.t > 0 and self.gan_trained and self.cfg.measure: self.quality[p.t] = self.generator_quality(p)
+    last = p.t == len(self.sc) - 1
+    if last and not self.cfg.gan_last: return
+    self.gan_log[p.t] = self.train_gan(p)
+    self.gan_log[p.t]['gen_acc'] = self.generated_accuracy(p.n_seen)
+    with torch.no_grad():
+        self.snapshots[p.t] = torch.cat([self.G_ema(self.fixed_z, torch.full((len(self.fixed_z),), c, device=self.device)).cpu()
+                                         for c in range(p.n_seen)])
 
-    def train_gan(self, p, steps: int | None = None) -> dict:
-        "An inner loop (not the classifier's): train G and D against the frozen classifier's middle features; returns the loss curves and the speed."
-        cfg, dev = self.cfg, self.device
-        steps = self.gan_steps(p) if steps is None else steps
-        clf = copy_frozen(self.model)
-        prev = copy_frozen(self.G_ema) if p.t > 0 and self.gan_trained else None
-        G, D = self.G, self.D
-        G.load_state_dict(self.G_ema.state_dict())          # continue from the EMA generator (the paper's choice)
-        G.train(); D.train(); self.gan_nimg = 0        # the EMA ramp-up starts again with each task, as in the original
-        prev_t = copy.deepcopy(prev).train() if prev is not None else None      # the old generator in the new one's BN mode, for distillation
-        c = cfg.r1_every / (cfg.r1_every + 1) if cfg.r1_every > 1 else 1.0   # lazy-regularisation correction
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99))
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
-        Dp = self.Dp
-        if Dp is not None: Dp.train(); opt_dp = torch.optim.Adam(Dp.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
-        aug_px = lambda x: diff_augment(x, cfg.translation, cfg.cutout, cfg.color)
-        x_new = self.train_x[p.train_idx]; y_new = self.train_y[p.train_idx]
-        B = cfg.gan_batch; n_old = B // 2 if prev is not None else 0; n_cur = B - n_old
-        gd_w = cfg.gdist_w * p.n_old / len(p.classes) if prev is not None else 0.0
-        d_in = lambda x: self.aug.normalize(diff_augment(x, cfg.translation, cfg.cutout, cfg.color))   # what D's classifier pass sees
-        feat = lambda x: mid_features(clf, d_in(x), cfg.feat_layer)
-        def labels():
-            yc = y_new[torch.randint(0, len(y_new), (n_cur,), device=dev)]
-            return torch.cat([torch.randint(0, p.n_old, (n_old,), device=dev), yc]) if n_old else yc
-        log = defaultdict(list); t0 = time.perf_counter()
-        for step in range(steps):
-            # discriminator: real = current images (+ old-class images of the previous generator), fake = G
-            i = torch.randint(0, len(x_new), (n_cur,), device=dev)
-            xr, yr = x_new[i].float() / 255, y_new[i]
-            if n_old:
-                yo = torch.randint(0, p.n_old, (n_old,), device=dev)
-                with torch.no_grad(): xr, yr = torch.cat([prev.sample(yo), xr]), torch.cat([yo, yr])
-            yf = labels()
-            with torch.no_grad(): xf = G.sample(yf)
-            hr = feat(xr).detach(); do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
-            if do_r1: hr.requires_grad_(True)
-            d_real, d_fake = D(hr, yr), D(feat(xf), yf)
-            loss_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-            r1 = r1_penalty(d_real, hr) if do_r1 else None
-            total_d = loss_d + (cfg.r1_gamma / 2 * r1 * cfg.r1_every if do_r1 else 0)
-            opt_d.zero_grad(set_to_none=True); total_d.backward(); opt_d.step()
-            if Dp is not None:   # the same real and fake images, judged as pixels
-                xra = aug_px(xr).detach().requires_grad_(do_r1)
-                p_real, p_fake = Dp(xra, yr), Dp(aug_px(xf), yf)
-                loss_dp = F.softplus(p_fake).mean() + F.softplus(-p_real).mean()
-                total_dp = loss_dp + (cfg.pix_r1 / 2 * r1_penalty(p_real, xra) * cfg.r1_every if do_r1 and cfg.pix_r1 > 0 else 0)
-                opt_dp.zero_grad(set_to_none=True); total_dp.backward(); opt_dp.step(); log['dp'].append(loss_dp.detach())
-            # generator: fool D on (old and current) labels; stay close to the previous generator on old labels
-            yg = labels(); z = torch.randn(B, cfg.z_dim, device=dev)
-            if cfg.ms_w > 0: yg[1::2] = yg[0::2][:len(yg[1::2])]     # pairs of latents with one label for the mode-seeking term
-            xg = G(z, yg)
-            if cfg.cls_w > 0:   # one pass gives D's features and the classifier's logits of the same augmented images
-                logits_g, hg = forward_mid(clf, d_in(xg), cfg.feat_layer)
-                cls = F.cross_entropy(logits_g, yg)
-            else: hg, cls = feat(xg), torch.zeros((), device=dev)
-            loss_g = F.softplus(-D(hg, yg)).mean()
-            if Dp is not None: loss_g = loss_g + cfg.pix_w * F.softplus(-Dp(aug_px(xg), yg)).mean()
-            ms = mode_seeking(xg, z) if cfg.ms_w > 0 else torch.zeros((), device=dev)
-            if n_old:
-                with torch.no_grad(): xp = prev_t(z, yg)[:n_old]   # whole batch in train mode: BN sees what G's BN sees
-                gd = F.l1_loss(xg[:n_old], xp)
-            else: gd = torch.zeros((), device=dev)
-            total_g = loss_g + gd_w * gd + cfg.ms_w * ms + cfg.cls_w * cls
-            opt_g.zero_grad(set_to_none=True); total_g.backward(); opt_g.step()
-            self._ema_step(B)
-            log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach()); log['ms'].append(ms.detach()); log['cls'].append(cls.detach())
-            if do_r1: log['r1'].append(r1.detach())
-            if (step + 1) % 100 == 0 or step + 1 == steps: self.emit('after_inner', p, 'gan', step + 1, {'d': loss_d.item(), 'g': loss_g.item()})
-        secs = time.perf_counter() - t0
-        self.gan_trained = True
-        out = {k: torch.stack(v).float().cpu().tolist() for k, v in log.items()}
-        return {**out, 'steps': steps, 'seconds': secs, 'steps_per_s': steps / max(secs, 1e-9)}
+# %% ../../nbs/13_methods.genifer.ipynb #02b55625
+@patch
+def gan_state(self: Genifer, p):
+    "What one GAN's steps share: the frozen classifier, the previous EMA generator (and a train-mode copy), the optimisers, the batch split, D's view of an image."
+    cfg, dev = self.cfg, self.device
+    s = SimpleNamespace(clf=copy_frozen(self.model))
+    s.prev = copy_frozen(self.G_ema) if p.t > 0 and self.gan_trained else None
+    G, D, Dp = self.G, self.D, self.Dp
+    G.load_state_dict(self.G_ema.state_dict())          # continue from the EMA generator (the released code's choice)
+    G.train(); D.train(); self.gan_nimg = 0        # the EMA ramp-up starts again with each task, as in the released code
+    s.prev_t = copy.deepcopy(s.prev).train() if s.prev is not None else None      # the old generator in the new one's BN mode, for distillation
+    c = cfg.r1_every / (cfg.r1_every + 1) if cfg.r1_every > 1 else 1.0   # lazy-regularisation correction
+    s.opt_g = torch.optim.Adam(G.parameters(), lr=cfg.g_lr, betas=(0.0, 0.99))
+    s.opt_d = torch.optim.Adam(D.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
+    if Dp is not None: Dp.train(); s.opt_dp = torch.optim.Adam(Dp.parameters(), lr=cfg.d_lr * c, betas=(0.0, 0.99 ** c))
+    s.aug_px = lambda x: diff_augment(x, cfg.translation, cfg.cutout, cfg.color)
+    s.x_new, s.y_new, s.n_old_cls = self.train_x[p.train_idx], self.train_y[p.train_idx], p.n_old
+    s.B = cfg.gan_batch; s.n_old = s.B // 2 if s.prev is not None else 0; s.n_cur = s.B - s.n_old
+    s.gd_w = cfg.gdist_w * p.n_old / len(p.classes) if s.prev is not None else 0.0
+    s.d_in = lambda x: self.aug.normalize(diff_augment(x, cfg.translation, cfg.cutout, cfg.color))   # what D's classifier pass sees
+    s.feat = lambda x: mid_features(s.clf, s.d_in(x), cfg.feat_layer)
+    def labels():
+        yc = s.y_new[torch.randint(0, len(s.y_new), (s.n_cur,), device=dev)]
+        return torch.cat([torch.randint(0, p.n_old, (s.n_old,), device=dev), yc]) if s.n_old else yc
+    s.labels = labels
+    return s
 
-    @torch.no_grad()
-    def _ema_step(self, batch):
-        cfg = self.cfg; self.gan_nimg += batch
-        half = min(cfg.ema_kimg * 1000, self.gan_nimg * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_kimg * 1000
-        beta = 0.5 ** (batch / max(half, 1e-8))
-        for pe, pg in zip(self.G_ema.parameters(), self.G.parameters()): pe.lerp_(pg, 1 - beta)
-        for be, bg in zip(self.G_ema.buffers(), self.G.buffers()): be.copy_(bg)
+# %% ../../nbs/13_methods.genifer.ipynb #8caa8f84
+@patch
+def gan_d_step(self: Genifer, s, do_r1: bool, log):
+    "One step of D (and Dp): real = current images (+ the previous generator's old classes), fake = G; lazy R1 on the reals if `do_r1`."
+    cfg, dev, D, Dp = self.cfg, self.device, self.D, self.Dp
+    i = torch.randint(0, len(s.x_new), (s.n_cur,), device=dev)
+    xr, yr = s.x_new[i].float() / 255, s.y_new[i]
+    if s.n_old:
+        yo = torch.randint(0, s.n_old_cls, (s.n_old,), device=dev)
+        with torch.no_grad(): xr, yr = torch.cat([s.prev.sample(yo), xr]), torch.cat([yo, yr])
+    yf = s.labels()
+    with torch.no_grad(): xf = self.G.sample(yf)
+    hr = s.feat(xr).detach()
+    if do_r1: hr.requires_grad_(True)
+    d_real, d_fake = D(hr, yr), D(s.feat(xf), yf)
+    loss_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+    r1 = r1_penalty(d_real, hr) if do_r1 else None
+    total_d = loss_d + (cfg.r1_gamma / 2 * r1 * cfg.r1_every if do_r1 else 0)   # StyleGAN2's lazy scaling (released: x 16/17, not x 16)
+    s.opt_d.zero_grad(set_to_none=True); total_d.backward(); s.opt_d.step()
+    if Dp is not None:   # the same real and fake images, judged as pixels
+        xra = s.aug_px(xr).detach().requires_grad_(do_r1)
+        p_real, p_fake = Dp(xra, yr), Dp(s.aug_px(xf), yf)
+        loss_dp = F.softplus(p_fake).mean() + F.softplus(-p_real).mean()
+        total_dp = loss_dp + (cfg.pix_r1 / 2 * r1_penalty(p_real, xra) * cfg.r1_every if do_r1 and cfg.pix_r1 > 0 else 0)
+        s.opt_dp.zero_grad(set_to_none=True); total_dp.backward(); s.opt_dp.step(); log['dp'].append(loss_dp.detach())
+    return loss_d, r1
 
-    @torch.no_grad()
-    def generated_accuracy(self, n_classes: int, per_class: int = 50) -> float:
-        "Percent of EMA-generated images (per_class of each of the first `n_classes`) the classifier labels as their class."
-        self.model.eval(); self.G_ema.eval()
-        y = torch.arange(n_classes, device=self.device).repeat_interleave(per_class)
-        pred = torch.cat([self.model(self.aug.normalize(self.G_ema.sample(yb))).argmax(1) for yb in y.split(500)])
-        return 100.0 * (pred == y).float().mean().item()
+# %% ../../nbs/13_methods.genifer.ipynb #6a32f391
+@patch
+def gan_g_step(self: Genifer, s):
+    "One step of G: fool D (and Dp) on old and current labels, stay close to the previous generator on old labels, plus the small preset's terms."
+    cfg, dev = self.cfg, self.device
+    yg = s.labels(); z = torch.randn(s.B, cfg.z_dim, device=dev)
+    if cfg.ms_w > 0: yg[1::2] = yg[0::2][:len(yg[1::2])]     # pairs of latents with one label for the mode-seeking term
+    xg = self.G(z, yg)
+    if cfg.cls_w > 0:   # one pass gives D's features and the classifier's logits of the same augmented images
+        logits_g, hg = forward_mid(s.clf, s.d_in(xg), cfg.feat_layer)
+        cls = F.cross_entropy(logits_g, yg)
+    else: hg, cls = s.feat(xg), torch.zeros((), device=dev)
+    loss_g = F.softplus(-self.D(hg, yg)).mean()
+    if self.Dp is not None: loss_g = loss_g + cfg.pix_w * F.softplus(-self.Dp(s.aug_px(xg), yg)).mean()
+    ms = mode_seeking(xg, z) if cfg.ms_w > 0 else torch.zeros((), device=dev)
+    if s.n_old:
+        with torch.no_grad(): xp = s.prev_t(z, yg)[:s.n_old]   # whole batch in train mode: BN sees what G's BN sees
+        gd = F.l1_loss(xg[:s.n_old], xp)
+    else: gd = torch.zeros((), device=dev)
+    total_g = loss_g + s.gd_w * gd + cfg.ms_w * ms + cfg.cls_w * cls
+    s.opt_g.zero_grad(set_to_none=True); total_g.backward(); s.opt_g.step()
+    return loss_g, gd, ms, cls
 
-    @torch.no_grad()
-    def generator_quality(self, p, n_div: int = 32, n_gen: int = 50) -> dict:
-        "The EMA generator replayed in phase `p`, on the old classes: diversity (mean pairwise L2 of generated / of real images, class mean) and accuracy under an independent CNN trained on real images."
-        cfg, dev, n = self.cfg, self.device, p.n_old
-        with torch.random.fork_rng(devices=[dev] if self.cuda else []):
-            torch.manual_seed(self.seed * 1000 + p.t)
-            self.G_ema.eval(); div = []
-            for c in range(n):
-                xr = self.real_x[self.real_y == c]; xr = xr[torch.randperm(len(xr), device=xr.device)[:n_div]].float() / 255
-                div.append(mean_pairwise(self.G_ema.sample(torch.full((n_div,), c, device=dev))) / mean_pairwise(xr))
-            idx = torch.cat([torch.nonzero(self.real_y == c).flatten()[:cfg.measure_per_class] for c in range(n)])
-            with torch.enable_grad():
-                net = train_independent(self.real_x[idx], self.real_y[idx], n, cfg.measure_epochs, seed=self.seed * 1000 + p.t, device=dev, flip=self.data.flip)
-            y = torch.arange(n, device=dev).repeat_interleave(n_gen)
-            right = (torch.cat([net(self.G_ema.sample(yb)).argmax(1) for yb in y.split(500)]) == y).float()
-            acc, acc_c = right.mean().item(), (100 * right.view(n, n_gen).mean(1)).tolist()
-            tx, ty = self.test_x[p.test_idx], self.test_y[p.test_idx]
-            keep = ty < n; real_acc = (net(tx[keep].float() / 255).argmax(1) == ty[keep]).float().mean().item()
-        return {'diversity': sum(div) / n, 'diversity_per_class': div, 'independent_acc': 100 * acc, 'independent_acc_per_class': acc_c,
-                'independent_real_acc': 100 * real_acc}
+# %% ../../nbs/13_methods.genifer.ipynb #92cd264e
+@patch
+def train_gan(self: Genifer, p, steps: int | None = None) -> dict:
+    "An inner loop (not the classifier's): `steps` of D, G and the EMA against the frozen classifier's middle features; the loss curves and the speed."
+    cfg = self.cfg
+    steps = self.gan_steps(p) if steps is None else steps
+    s = self.gan_state(p)
+    log = defaultdict(list); t0 = time.perf_counter()
+    for step in range(steps):
+        do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+        loss_d, r1 = self.gan_d_step(s, do_r1, log)
+        loss_g, gd, ms, cls = self.gan_g_step(s)
+        self._ema_step(s.B)
+        log['d'].append(loss_d.detach()); log['g'].append(loss_g.detach()); log['gdist'].append(gd.detach()); log['ms'].append(ms.detach()); log['cls'].append(cls.detach())
+        if do_r1: log['r1'].append(r1.detach())
+        if (step + 1) % 100 == 0 or step + 1 == steps: self.emit('after_inner', p, 'gan', step + 1, {'d': loss_d.item(), 'g': loss_g.item()})
+    secs = time.perf_counter() - t0
+    self.gan_trained = True
+    out = {k: torch.stack(v).float().cpu().tolist() for k, v in log.items()}
+    return {**out, 'steps': steps, 'seconds': secs, 'steps_per_s': steps / max(secs, 1e-9)}
 
-    def record(self, extras, p):
-        if p.t in self.quality:
-            q = self.quality[p.t]
-            for k in ('diversity', 'independent_acc'): extras.setdefault(k, {})[str(p.t)] = q[k]
-            extras.setdefault('gan_quality', {})[str(p.t)] = q
-        if p.t in self.gan_log:
-            g = self.gan_log[p.t]
-            extras.setdefault('gan', {})[str(p.t)] = {'gen_acc': g['gen_acc'], 'steps': g['steps'], 'seconds': g['seconds'],
-                                                      'steps_per_s': g['steps_per_s'],
-                                                      **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'dp', 'g', 'gdist', 'ms', 'cls', 'r1') if k in g}}
-        return extras
+@patch
+@torch.no_grad()
+def _ema_step(self: Genifer, batch):
+    cfg = self.cfg; self.gan_nimg += batch
+    half = min(cfg.ema_kimg * 1000, self.gan_nimg * cfg.ema_rampup) if cfg.ema_rampup else cfg.ema_kimg * 1000
+    beta = 0.5 ** (batch / max(half, 1e-8))
+    for pe, pg in zip(self.G_ema.parameters(), self.G.parameters()): pe.lerp_(pg, 1 - beta)
+    for be, bg in zip(self.G_ema.buffers(), self.G.buffers()): be.copy_(bg)
 
-    # ---- checkpoints: the generators and the discriminator travel with the model
-    def extra_state(self):
-        return {**super().extra_state(), 'G': self.G.state_dict(), 'G_ema': self.G_ema.state_dict(), 'D': self.D.state_dict(),
-                'Dp': self.Dp.state_dict() if self.Dp is not None else None, 'gan_trained': self.gan_trained, 'gan_nimg': self.gan_nimg}
-    def load_extra_state(self, st):
-        super().load_extra_state(st)
-        self.G.load_state_dict(st['G']); self.G_ema.load_state_dict(st['G_ema']); self.D.load_state_dict(st['D'])
-        if self.Dp is not None and st.get('Dp') is not None: self.Dp.load_state_dict(st['Dp'])
-        self.gan_trained, self.gan_nimg = st['gan_trained'], st['gan_nimg']
-    def pictures(self, p, per_class: int = 10) -> dict:
-        "The generator's samples from its fixed latents after phase `p` (a row a latent), where it was trained then."
-        s = getattr(self, 'snapshots', {}).get(p.t)
-        return {} if s is None else {'generated': (s, len(self.fixed_z))}
+# %% ../../nbs/13_methods.genifer.ipynb #469a2903
+@patch
+@torch.no_grad()
+def generated_accuracy(self: Genifer, n_classes: int, per_class: int = 50) -> float:
+    "Percent of EMA-generated images (per_class of each of the first `n_classes`) the classifier labels as their class."
+    self.model.eval(); self.G_ema.eval()
+    y = torch.arange(n_classes, device=self.device).repeat_interleave(per_class)
+    pred = torch.cat([self.model(self.aug.normalize(self.G_ema.sample(yb))).argmax(1) for yb in y.split(500)])
+    return 100.0 * (pred == y).float().mean().item()
+
+# %% ../../nbs/13_methods.genifer.ipynb #85d52166
+@patch
+@torch.no_grad()
+def generator_quality(self: Genifer, p, n_div: int = 32, n_gen: int = 50) -> dict:
+    "The EMA generator replayed in phase `p`, on the old classes: diversity (mean pairwise L2 of generated / of real images, class mean) and accuracy under an independent CNN trained on real images."
+    cfg, dev, n = self.cfg, self.device, p.n_old
+    with torch.random.fork_rng(devices=[dev] if self.cuda else []):
+        torch.manual_seed(self.seed * 1000 + p.t)
+        self.G_ema.eval(); div = []
+        for c in range(n):
+            xr = self.real_x[self.real_y == c]; xr = xr[torch.randperm(len(xr), device=xr.device)[:n_div]].float() / 255
+            div.append(mean_pairwise(self.G_ema.sample(torch.full((n_div,), c, device=dev))) / mean_pairwise(xr))
+        idx = torch.cat([torch.nonzero(self.real_y == c).flatten()[:cfg.measure_per_class] for c in range(n)])
+        with torch.enable_grad():
+            net = train_independent(self.real_x[idx], self.real_y[idx], n, cfg.measure_epochs, seed=self.seed * 1000 + p.t, device=dev, flip=self.data.flip)
+        y = torch.arange(n, device=dev).repeat_interleave(n_gen)
+        right = (torch.cat([net(self.G_ema.sample(yb)).argmax(1) for yb in y.split(500)]) == y).float()
+        acc, acc_c = right.mean().item(), (100 * right.view(n, n_gen).mean(1)).tolist()
+        tx, ty = self.test_x[p.test_idx], self.test_y[p.test_idx]
+        keep = ty < n; real_acc = (net(tx[keep].float() / 255).argmax(1) == ty[keep]).float().mean().item()
+    return {'diversity': sum(div) / n, 'diversity_per_class': div, 'independent_acc': 100 * acc, 'independent_acc_per_class': acc_c,
+            'independent_real_acc': 100 * real_acc}
+
+# %% ../../nbs/13_methods.genifer.ipynb #0f766273
+@patch
+def record(self: Genifer, extras, p):
+    "The measurements of the generator replayed in `p` (`gan_quality`, `diversity`, `independent_acc`) and the GAN trained after it (`gan`: curves thinned to about 200 points)."
+    if p.t in self.quality:
+        q = self.quality[p.t]
+        for k in ('diversity', 'independent_acc'): extras.setdefault(k, {})[str(p.t)] = q[k]
+        extras.setdefault('gan_quality', {})[str(p.t)] = q
+    if p.t in self.gan_log:
+        g = self.gan_log[p.t]
+        extras.setdefault('gan', {})[str(p.t)] = {'gen_acc': g['gen_acc'], 'steps': g['steps'], 'seconds': g['seconds'],
+                                                  'steps_per_s': g['steps_per_s'],
+                                                  **{k: g[k][::max(1, len(g[k]) // 200)] for k in ('d', 'dp', 'g', 'gdist', 'ms', 'cls', 'r1') if k in g}}
+    return extras
+
+# %% ../../nbs/13_methods.genifer.ipynb #6d6d51e8
+@patch
+def extra_state(self: Genifer):
+    "The shared state, the generators, the discriminators and the GAN's progress travel with the model in the checkpoint."
+    return {**super(Genifer, self).extra_state(), 'G': self.G.state_dict(), 'G_ema': self.G_ema.state_dict(), 'D': self.D.state_dict(),
+            'Dp': self.Dp.state_dict() if self.Dp is not None else None, 'gan_trained': self.gan_trained, 'gan_nimg': self.gan_nimg}
+@patch
+def load_extra_state(self: Genifer, st):
+    "Restore what `extra_state` saved."
+    super(Genifer, self).load_extra_state(st)
+    self.G.load_state_dict(st['G']); self.G_ema.load_state_dict(st['G_ema']); self.D.load_state_dict(st['D'])
+    if self.Dp is not None and st.get('Dp') is not None: self.Dp.load_state_dict(st['Dp'])
+    self.gan_trained, self.gan_nimg = st['gan_trained'], st['gan_nimg']
+@patch
+def pictures(self: Genifer, p, per_class: int = 10) -> dict:
+    "The generator's samples from its fixed latents after phase `p` (a row a latent), where it was trained then."
+    s = getattr(self, 'snapshots', {}).get(p.t)
+    return {} if s is None else {'generated': (s, len(self.fixed_z))}
