@@ -157,3 +157,36 @@ def test_bad_settings_are_clear_errors():
     assert methods[0].cfg.host == 'icarl' and methods[0].head_name == 'linear'
     with pytest.raises(CILError, match='needs a memory'):
         run(AANets(CFG, per_class=0), SC, device='cpu', seed=0, log=lambda s: None, phases=2)
+
+# ---- the presets: the paper preset holds the paper's values (the released code's where the paper is silent), the small one its own
+from cil_nb.cli import _method_config
+
+def test_paper_preset_is_the_papers_or_the_released_codes():
+    c = AANetsConfig()
+    assert (c.aggregation, c.alpha_lr, c.project, c.stable_scale) == ('paper', 1e-8, False, 'released')   # two weights a level; fusion_lr, no clamping, Conv2dMtl
+    assert (c.alpha_init, c.stable, c.memory_matched, c.host) == (0.5, 'scaled', False, 'lucir')
+    assert (c.backbone, c.epochs, c.batch_size, c.lr, c.schedule, c.milestones, c.momentum, c.weight_decay) == \
+           ('resnet32', 160, 128, 0.1, 'multistep', (0.5, 0.75), 0.9, 5e-4)                           # 160 epochs, x0.1 at 80 and 120
+    assert (c.lambda_base, c.K, c.margin, c.lw_mr, c.per_class, c.memory) == (5.0, 2, 0.5, 1.0, 20, None)
+    m = _method_config('aanets', 'paper', None, None, None, None)                                         # what --preset paper builds
+    assert (m.alpha_lr, m.clamp, m.cfg.aggregation, m.cfg.stable_scale) == (1e-8, False, 'paper', 'released')
+
+def test_paper_preset_builds_two_free_weights_and_out_in_scales():
+    m = AANets(AANetsConfig(), backbone='ci_net'); m.setup(SC, 'cpu'); m.model.grow(2).grow(2)           # dual from the second growth
+    bb = m.model.backbone
+    assert bb.alpha.shape == (3, 2) and torch.equal(bb.alpha.detach(), torch.full((3, 2), 0.5))
+    convs = _convs(bb.stable, ScaledConv2d)
+    assert convs and all(c.scale.shape == (*c.weight.shape[:2], 1, 1) for c in convs)
+
+SMALL_OWN = dict(aggregation='released', alpha_lr=0.005, alpha_init=0.5, project=None, stable='scaled', stable_scale='channel',
+                 memory_matched=False)
+
+def test_small_preset_keeps_its_own():
+    s = AANetsConfig.small()
+    assert {k: getattr(s, k) for k in SMALL_OWN} == SMALL_OWN
+    assert (s.backbone, s.epochs, s.batch_size, s.lr, s.schedule, s.per_class, s.memory) == ('ci_net', 6, 64, None, 'onecycle', 20, None)
+    m = _method_config('aanets', 'small', None, None, None, None)
+    assert (m.alpha_lr, m.clamp, m.cfg.to_dict()) == (0.005, True, s.to_dict())
+    assert AANets().cfg.to_dict() == s.to_dict()                          # a method made without a config: the small preset
+    d = DualResNet(ci_net(3, input_size=16), scale=s.stable_scale)
+    assert all(c.scale.shape[1] == 1 for c in _convs(d.stable, ScaledConv2d))   # one scale per output channel

@@ -32,7 +32,7 @@ __all__ = ['AGGREGATIONS', 'STABLE', 'ScaledConv2d', 'stable_copy', 'DualResNet'
 # %% ../../nbs/11_methods.aanets.ipynb #492bb264
 class ScaledConv2d(nn.Module):
     "A convolution with frozen weights (a buffer) times a learnable scale, per output channel or per (out, in) pair."
-    def __init__(self, conv: nn.Conv2d, scale: str = 'channel'):  # 'channel' (paper) or 'released' (out x in)
+    def __init__(self, conv: nn.Conv2d, scale: str = 'channel'):  # 'channel' (one per output channel) or 'released' (out x in, Conv2dMtl)
         super().__init__()
         check(scale in ('channel', 'released'), f"stable_scale must be 'channel' or 'released', got {scale!r}")
         check(conv.bias is None and conv.padding_mode == 'zeros', 'ScaledConv2d needs a bias-free, zero-padded convolution')
@@ -54,7 +54,7 @@ def stable_copy(module: nn.Module, scale: str = 'channel') -> nn.Module:
             else: swap(child)
     swap(m); return m
 
-# %% ../../nbs/11_methods.aanets.ipynb #c1aa1f1b
+# %% ../../nbs/11_methods.aanets.ipynb #c8bc6f3e
 AGGREGATIONS = ('released', 'paper')
 STABLE = ('scaled', 'free')
 
@@ -79,31 +79,44 @@ class DualResNet(nn.Module):
 
     @property
     def n_levels(self): return len(self.stable)
-    def weights(self) -> torch.Tensor:
-        "The (levels, 2) aggregation weights, columns (stable, plastic)."
-        a = self.alpha
-        return torch.stack([a, 1 - a], 1) if self.aggregation == 'released' else a
-    @torch.no_grad()
-    def project(self):
-        "Clamp every level's alpha to [0, 1] (the released form; the paper's two weights are left free)."
-        check(self.aggregation == 'released', "only the released form (alpha, 1 - alpha) is projected; the paper's two weights are free")
-        self.alpha.clamp_(0, 1); return self
-    def block_parameters(self) -> list:
-        "Everything that the host loss trains: the stable scales and norms (or the whole stable copy), the plastic branch."
-        return [p for n, p in self.named_parameters() if n != 'alpha']
 
-    def stages(self, x) -> list:
-        "The aggregated output of every level."
-        w, out = self.weights(), []
-        for k, (s, p) in enumerate(zip(self.stable, self.plastic)):
-            x = w[k, 0] * s(x) + w[k, 1] * p(x); out.append(x)
-        return out
-    def fmap(self, x): return self.stages(x)[-1]
-    def forward(self, x):
-        f = self.pool(self.fmap(x)).flatten(1)
-        if f.shape[1] != self.out_dim:
-            raise CILError(f"features have size {f.shape[1]}, expected {self.out_dim}: was the net built for another input size?")
-        return f
+# %% ../../nbs/11_methods.aanets.ipynb #4eb4e061
+@patch
+def weights(self: DualResNet) -> torch.Tensor:
+    "The (levels, 2) aggregation weights, columns (stable, plastic)."
+    a = self.alpha
+    return torch.stack([a, 1 - a], 1) if self.aggregation == 'released' else a
+
+@patch
+@torch.no_grad()
+def project(self: DualResNet):
+    "Clamp every level's alpha to [0, 1] (the released form; the paper's two weights are left free)."
+    check(self.aggregation == 'released', "only the released form (alpha, 1 - alpha) is projected; the paper's two weights are free")
+    self.alpha.clamp_(0, 1); return self
+
+@patch
+def block_parameters(self: DualResNet) -> list:
+    "Everything that the host loss trains: the stable scales and norms (or the whole stable copy), the plastic branch."
+    return [p for n, p in self.named_parameters() if n != 'alpha']
+
+# %% ../../nbs/11_methods.aanets.ipynb #e52f53a4
+@patch
+def stages(self: DualResNet, x) -> list:
+    "The aggregated output of every level."
+    w, out = self.weights(), []
+    for k, (s, p) in enumerate(zip(self.stable, self.plastic)):
+        x = w[k, 0] * s(x) + w[k, 1] * p(x); out.append(x)
+    return out
+
+@patch
+def fmap(self: DualResNet, x): return self.stages(x)[-1]
+
+@patch
+def forward(self: DualResNet, x):
+    f = self.pool(self.fmap(x)).flatten(1)
+    if f.shape[1] != self.out_dim:
+        raise CILError(f"features have size {f.shape[1]}, expected {self.out_dim}: was the net built for another input size?")
+    return f
 
 # %% ../../nbs/11_methods.aanets.ipynb #f87dc040
 class AANetsNet(CILNet):
@@ -153,14 +166,15 @@ class MatchedBudget(Budget):
 # %% ../../nbs/11_methods.aanets.ipynb #1ccdb3ff
 @dataclass
 class AANetsConfig(HostedConfig):
-    "AANets on a host (LUCIR or iCaRL, `HostedConfig`): the host's settings, plus the aggregation's."
-    aggregation: Literal['released', 'paper'] = 'released'      # 'released' (alpha and 1 - alpha a level) or 'paper' (two free weights a level)
-    alpha_lr: float = 0.005            # the weights' rate; 0: fixed weights; 1e-8: the released fusion_lr
+    "AANets on a host (LUCIR or iCaRL, `HostedConfig`): the host's settings, plus the aggregation's. Defaults: the paper preset; `SMALL`: the small one."
+    aggregation: Literal['released', 'paper'] = 'paper'         # 'paper' (two free weights a level) or 'released' (alpha and 1 - alpha a level)
+    alpha_lr: float = 1e-8             # the weights' rate (the released fusion_lr); 0: fixed weights
     alpha_init: float = 0.5
-    project: bool | None = None        # None/True: clamp alpha to [0, 1] after every step (released form); False: never
+    project: bool | None = False       # None/True: clamp the released form's alpha to [0, 1] after every step; False: never (released code)
     stable: Literal['scaled', 'free'] = 'scaled'             # 'scaled' (frozen convs x scales) or 'free' (a second trainable copy)
-    stable_scale: Literal['channel', 'released'] = 'channel'      # 'channel' (paper, MTL) or 'released' (out x in, Conv2dMtl)
+    stable_scale: Literal['channel', 'released'] = 'released'     # 'released' (out x in, the released Conv2dMtl) or 'channel' (one per output channel)
     memory_matched: bool = False       # take the extra weights' bytes off the exemplar memory
+    SMALL: ClassVar[dict] = dict(aggregation='released', alpha_lr=0.005, project=None, stable_scale='channel')
 
 # %% ../../nbs/11_methods.aanets.ipynb #951fe586
 @register
@@ -181,13 +195,14 @@ class AANets(Hosted):
     def make_host(self): return make_host(self.cfg)
 
     def build_model(self) -> AANetsNet:
+        "The configured ResNet with the host's head, as an `AANetsNet` (plain in phase 0, dual from phase 1)."
         kw = {'input_size': self.data.size[0]} if self.cfg.backbone == 'ci_net' else {}
         bb = make_backbone(self.cfg.backbone, self.data.channels, self.cfg.norm, **kw)
         check(isinstance(bb, ResNet), f'AANets needs a cil_nb ResNet backbone, got {type(bb).__name__}')
         c = self.cfg
         return AANetsNet(bb, HEADS[self.head_name](bb.out_dim), c.aggregation, c.stable_scale, c.alpha_init, c.stable)
 
-# %% ../../nbs/11_methods.aanets.ipynb #2414c880
+# %% ../../nbs/11_methods.aanets.ipynb #d672f364
 @patch
 def setup(self: AANets, scenario: Scenario, device, seed: int = 0):
     "The host's set-up, then the extra weights' worth in exemplars, taken off the memory when `memory_matched`."
@@ -203,6 +218,7 @@ def setup(self: AANets, scenario: Scenario, device, seed: int = 0):
           f'{self.off:,} exemplars of {"x".join(map(str, shape))}; {full} leaves none a class for the {n0} classes of phase 0: '
           f'give a larger memory (--memory) or per_class')
 
+# %% ../../nbs/11_methods.aanets.ipynb #5f5a5d49
 @patch
 def before_phase(self: AANets, p: Phase):
     "The host's phase start (old model, growth, which makes the net dual at phase 1, new rows), then the balanced subset."
@@ -228,7 +244,25 @@ def balanced_subset(self: AANets, p: Phase):
     if mx.dtype != x.dtype: x, mx = x.float() / 255, (mx.float() / 255 if mx.dtype == torch.uint8 else mx.float())
     return torch.cat([x, mx]), torch.cat([y, my])
 
-# %% ../../nbs/11_methods.aanets.ipynb #bb317d69
+# %% ../../nbs/11_methods.aanets.ipynb #79b5d615
+@patch
+def alpha_pass(self: AANets, p: Phase):
+    "After each block epoch: one engine pass of CE over the balanced subset that moves the aggregation weights alone (BatchNorm in eval mode)."
+    alpha = self.model.backbone.alpha
+    bal = self.batches(*self.balanced, self.seed * 1000 + p.t + 500, drop_last=False)
+    aopt = torch.optim.SGD([alpha], lr=self.alpha_lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+    acfg = self.cfg.replace(schedule='cosine') if self.cfg.schedule == 'onecycle' else self.cfg   # no warm-up for a few steps
+    asched = make_schedule(aopt, acfg, self.epochs(p), len(bal))
+    ce = lambda xb, yb: (F.cross_entropy(self.model(xb), yb), {})
+    def after_epoch(ep, row):
+        self.model.eval(); alpha.requires_grad_(True)
+        h, n = fit_epochs(self, p, aopt, asched, bal, ce, 1, name='alpha', ep0=ep, wrt=[alpha],
+                          after_step=self.model.backbone.project if self.clamp else None)
+        alpha.requires_grad_(False); alpha.grad = None
+        row['alpha_ce'] = h[0]['loss']; self.alpha_images += n
+    return after_epoch
+
+# %% ../../nbs/11_methods.aanets.ipynb #f14b5213
 @patch
 def param_groups(self: AANets, p: Phase) -> list:
     "The host loss trains everything but the aggregation weights."
@@ -247,23 +281,6 @@ def fit_phase(self: AANets, p: Phase, progress=None) -> dict:
     hist, n = fit_epochs(self, p, opt, sched, batches, self.loss, self.epochs(p), net=self.model, after_epoch=after, progress=progress)
     if self.model.dual: self.model.backbone.alpha.requires_grad_(True)
     return {'history': hist, 'images': n + self.alpha_images}
-
-@patch
-def alpha_pass(self: AANets, p: Phase):
-    "After each block epoch: one engine pass of CE over the balanced subset that moves the aggregation weights alone (BatchNorm in eval mode)."
-    alpha = self.model.backbone.alpha
-    bal = self.batches(*self.balanced, self.seed * 1000 + p.t + 500, drop_last=False)
-    aopt = torch.optim.SGD([alpha], lr=self.alpha_lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
-    acfg = self.cfg.replace(schedule='cosine') if self.cfg.schedule == 'onecycle' else self.cfg   # no warm-up for a few steps
-    asched = make_schedule(aopt, acfg, self.epochs(p), len(bal))
-    ce = lambda xb, yb: (F.cross_entropy(self.model(xb), yb), {})
-    def after_epoch(ep, row):
-        self.model.eval(); alpha.requires_grad_(True)
-        h, n = fit_epochs(self, p, aopt, asched, bal, ce, 1, name='alpha', ep0=ep, wrt=[alpha],
-                          after_step=self.model.backbone.project if self.clamp else None)
-        alpha.requires_grad_(False); alpha.grad = None
-        row['alpha_ce'] = h[0]['loss']; self.alpha_images += n
-    return after_epoch
 
 # %% ../../nbs/11_methods.aanets.ipynb #eabcc6af
 @patch

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 from collections import defaultdict
 import torch
+from fastcore.basics import patch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import *
@@ -26,7 +27,7 @@ from ..learner import *
 # %% auto #0
 __all__ = ['effective_weights', 'soft_ce', 'FosterTeacher', 'FosterConfig', 'Foster']
 
-# %% ../../nbs/13a_methods.foster.ipynb #0f154a85
+# %% ../../nbs/13a_methods.foster.ipynb #1d9cb0d2
 def effective_weights(counts, beta: float) -> torch.Tensor:
     "Class-balanced weights (1 - beta) / (1 - beta^n_c), normalised to sum to the number of classes."
     check(0 <= beta < 1, f'beta must be in [0, 1), got {beta}')
@@ -40,6 +41,7 @@ def soft_ce(logits, ref_logits, T: float = 2.0, weights=None):
     if weights is not None: t = t * weights; t = t / t.sum(1, keepdim=True)
     return -(t * F.log_softmax(logits.float() / T, 1)).sum(1).mean()
 
+# %% ../../nbs/13a_methods.foster.ipynb #5d478fbf
 class FosterTeacher(nn.Module):
     "FOSTER's boosted model: the frozen old network beside a new backbone, one linear head over both, an auxiliary head on the new one."
     def __init__(self, old: CILNet, n_new: int):
@@ -69,10 +71,10 @@ class FosterTeacher(nn.Module):
         with torch.no_grad(): f_old = self.old.backbone(x)
         return torch.cat([f_old.float(), self.new(x).float()], 1)
 
-# %% ../../nbs/13a_methods.foster.ipynb #1b8fd3aa
+# %% ../../nbs/13a_methods.foster.ipynb #a12bacd3
 @dataclass
 class FosterConfig(Config):
-    "FOSTER: linear head, boosting (beta1, KD at T) then balanced-KD compression (beta2), cosine schedule."
+    "FOSTER: linear head, boosting (beta1, KD at T) then balanced-KD compression (beta2), cosine schedule; defaults: FOSTER's CIFAR-100 B50 config."
     head: str = 'linear'
     schedule: str = 'cosine'
     base_epochs: int | None = 200       # phase 0 (plain cross-entropy)
@@ -95,11 +97,13 @@ class FosterConfig(Config):
                                  cutout_size=0, brightness=0.0)
     paper_protocol: ClassVar[dict] = dict(base=50, increment=10, per_class=20)   # CIFAR-100 B50 + 5 x 10, 20 a class
 
+# %% ../../nbs/13a_methods.foster.ipynb #22da2dda
 @register
 class Foster(Method):
     "FOSTER: boost a new backbone beside the frozen old one, then compress both into one by balanced KD."
     name, Config, relative_cost = 'foster', FosterConfig, 3.7
     def setup(self, *a, **kw):
+        "Every method's set-up, then FOSTER's checks of its settings (no teacher before phase 1)."
         super().setup(*a, **kw)
         c = self.cfg
         check(c.head == 'linear', f'FOSTER needs the linear head, got head={c.head!r}')
@@ -111,103 +115,136 @@ class Foster(Method):
     @property
     def heads(self): return ['cnn', 'nme']
 
-    def before_phase(self, p: Phase):
-        super().before_phase(p)               # old_model = frozen copy; the student's head grows
-        self.teacher = FosterTeacher(self.old_model, len(p.classes)) if p.t > 0 else None
+# %% ../../nbs/13a_methods.foster.ipynb #15029842
+@patch
+def before_phase(self: Foster, p: Phase):
+    "Every method's phase start (the frozen old model; the student's head grows), then from phase 1 on a new teacher."
+    super(Foster, self).before_phase(p)
+    self.teacher = FosterTeacher(self.old_model, len(p.classes)) if p.t > 0 else None
 
-    def epochs(self, p: Phase) -> int:
-        base = self.cfg.base_epochs if self.cfg.base_epochs is not None else self.cfg.epochs
-        return base if p.t == 0 else self.cfg.epochs + self.cfg.compress_epochs
+@patch
+def epochs(self: Foster, p: Phase) -> int:
+    "Phase 0's epochs, then boosting plus compression epochs."
+    base = self.cfg.base_epochs if self.cfg.base_epochs is not None else self.cfg.epochs
+    return base if p.t == 0 else self.cfg.epochs + self.cfg.compress_epochs
 
-    def class_counts(self, y, p: Phase) -> torch.Tensor:
-        "Training images a class in phase `p` (new data plus exemplars; a count, not PyCIL's sum of indices); with alignment='nominal', each old class counts as the memory a class."
-        n = torch.bincount(y, minlength=p.n_seen).to(self.device)
-        if self.cfg.alignment == 'nominal': n[:p.n_old] = self.budget.per_class_after(p.n_old)
-        return n
+@patch
+def class_counts(self: Foster, y, p: Phase) -> torch.Tensor:
+    "Training images a class in phase `p` (new data plus exemplars; a count, not PyCIL's sum of indices); with alignment='nominal', each old class counts as the memory a class."
+    n = torch.bincount(y, minlength=p.n_seen).to(self.device)
+    if self.cfg.alignment == 'nominal': n[:p.n_old] = self.budget.per_class_after(p.n_old)
+    return n
 
-    # -- the three losses
-    def ce_loss(self, x, y):
-        ce = F.cross_entropy(self.model(x), y); return ce, {'ce': ce}
-    def boost_terms(self, z, z_fe, z_old, y):
-        "The boosting loss from the teacher's three outputs (also the inner loss of CIM's look-ahead with mask_stage='boost')."
-        c = self.cfg
-        ce = F.cross_entropy(z.float() / self.w1, y)
-        fe = c.lambda_fe * F.cross_entropy(z_fe.float(), y)
-        kd = c.lambda_okd * soft_ce(z[:, :z_old.shape[1]], z_old, c.T)
-        return ce + fe + kd, {'ce': ce, 'fe': fe, 'kd': kd}
-    def boost_loss(self, x, y): return self.boost_terms(*self.teacher(x), y)
-    def compress_loss(self, x, y):
-        with torch.no_grad(): zt = self.teacher(x)[0]
-        bkd = soft_ce(self.model(x), zt, self.cfg.T, self.w2)
-        return bkd, {'bkd': bkd}
+# %% ../../nbs/13a_methods.foster.ipynb #5d71edbb
+@patch
+def ce_loss(self: Foster, x, y):
+    "Phase 0: cross-entropy of the one network."
+    ce = F.cross_entropy(self.model(x), y); return ce, {'ce': ce}
 
-    # -- hooks the CIM subclass fills in
-    def batch_images(self, x, b, stage: str, ep: int, epochs: int, g):
-        "Stored images of batch `b` before augmentation (CIM compresses some new ones here)."
-        return x[b]
-    def before_epoch(self, p, stage, ep, epochs): pass
-    def after_epoch(self, p, stage, ep, epochs, x, y, g, lr): pass
+@patch
+def boost_terms(self: Foster, z, z_fe, z_old, y):
+    "The boosting loss from the teacher's three outputs (also the inner loss of CIM's look-ahead with mask_stage='boost')."
+    c = self.cfg
+    ce = F.cross_entropy(z.float() / self.w1, y)
+    fe = c.lambda_fe * F.cross_entropy(z_fe.float(), y)
+    kd = c.lambda_okd * soft_ce(z[:, :z_old.shape[1]], z_old, c.T)
+    return ce + fe + kd, {'ce': ce, 'fe': fe, 'kd': kd}
 
-    def train_stage(self, p, stage: str, net, x, y, epochs: int, loss_fn, lr: float, wd: float, progress=None, ep0: int = 0):
-        "One stage (base, boost or compress) in the engine: `net`'s trainable parameters on stored `x`, `y` with `loss_fn`; returns (histories, images)."
-        opt = torch.optim.SGD([q for q in net.parameters() if q.requires_grad], lr=lr, momentum=self.cfg.momentum, weight_decay=wd)
-        bs, n = self.cfg.batch_size, len(x)
-        nb = n // bs if n > bs else 1
-        sched = make_schedule(opt, self.cfg, epochs, nb)
-        g = torch.Generator(device=self.device); g.manual_seed(self.seed * 1000 + p.t * 10 + len(stage))
-        def batches(ep):
-            perm = torch.randperm(n, generator=g, device=self.device)
-            for i in range(nb):
-                b = perm[i * bs:(i + 1) * bs]
-                xb = self.aug(self.batch_images(x, b, stage, ep, epochs, g), g, True)
-                yield (xb.contiguous(memory_format=torch.channels_last) if self.use_channels_last else xb), y[b]
-        return fit_epochs(self, p, opt, sched, batches, loss_fn, epochs, net=net, ep0=ep0, progress=progress,
-                          before_epoch=lambda ep: self.before_epoch(p, stage, ep, epochs),
-                          after_epoch=lambda ep, row: self.after_epoch(p, stage, ep, epochs, x, y, g, opt.param_groups[0]['lr']))
+@patch
+def boost_loss(self: Foster, x, y): return self.boost_terms(*self.teacher(x), y)
 
-    def fit_phase(self, p: Phase, progress=None) -> dict:
-        x, y = self.training_data(p); c = self.cfg; self.fit_x = x
-        lr = c.base_lr if p.t == 0 and c.base_lr is not None else c.lr
-        if p.t == 0:
-            h, n = self.train_stage(p, 'base', self.model, x, y, self.epochs(p), self.ce_loss, lr, c.weight_decay, progress)
-            return {'history': h, 'images': n}
-        counts = self.class_counts(y, p)
-        self.w1, self.w2 = effective_weights(counts, c.beta1).to(self.device), effective_weights(counts, c.beta2).to(self.device)
-        hb, nb_ = self.train_stage(p, 'boost', self.teacher, x, y, c.epochs, self.boost_loss, lr, c.weight_decay, progress)
-        if c.bn_refresh: reestimate_bn(self.teacher, x, self.bn_prep(p), self.autocast, c.eval_batch_size)   # the distillation target's statistics
-        self.teacher.eval()
-        hc, nc = self.train_stage(p, 'compress', self.model, x, y, c.compress_epochs, self.compress_loss,
-                                  c.compress_lr if c.compress_lr is not None else lr, 0., progress, ep0=c.epochs)
-        return {'history': hb + hc, 'images': nb_ + nc}
+@patch
+def compress_loss(self: Foster, x, y):
+    "Balanced KD from the teacher's logits to the student's."
+    with torch.no_grad(): zt = self.teacher(x)[0]
+    bkd = soft_ce(self.model(x), zt, self.cfg.T, self.w2)
+    return bkd, {'bkd': bkd}
 
-    # -- the features of herding and NME
-    def feature_fn(self):
-        "The student's features, or with feature_net='teacher' (while a teacher exists: phases >= 1) the teacher's concatenated ones."
-        if self.cfg.feature_net == 'teacher' and self.teacher is not None: self.teacher.eval(); return self.teacher.features
-        return self.model.features
-    def after_phase(self, p: Phase):
-        "Herding (on `feature_fn`'s features) and the class means, as for every method."
-        self.model.eval()
-        update_memory(self.memory, self.budget, self.feature_fn(), self.train_x, self.train_y, p.train_idx, p.labels,
-                      p.n_seen, self.prep, self.cfg.selection)
-        self.update_means(p)
-    def update_means(self, p: Phase):
-        self.means = class_means(self.feature_fn(), self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
-    @torch.no_grad()
-    def predict_heads(self, x, heads) -> dict:
-        "As every method's; with feature_net='teacher' (and a teacher), `nme` runs on the teacher's features."
-        if self.cfg.feature_net == 'student' or self.teacher is None or 'nme' not in heads: return super().predict_heads(x, heads)
+# %% ../../nbs/13a_methods.foster.ipynb #48987652
+@patch
+def batch_images(self: Foster, x, b, stage: str, ep: int, epochs: int, g):
+    "Stored images of batch `b` before augmentation (CIM compresses some new ones here)."
+    return x[b]
+@patch
+def before_epoch(self: Foster, p, stage, ep, epochs): "A hook for CIM, called before every epoch of every stage."
+@patch
+def after_epoch(self: Foster, p, stage, ep, epochs, x, y, g, lr): "A hook for CIM, called after every epoch of every stage."
+
+@patch
+def train_stage(self: Foster, p, stage: str, net, x, y, epochs: int, loss_fn, lr: float, wd: float, progress=None, ep0: int = 0):
+    "One stage (base, boost or compress) in the engine: `net`'s trainable parameters on stored `x`, `y` with `loss_fn`; returns (histories, images)."
+    opt = torch.optim.SGD([q for q in net.parameters() if q.requires_grad], lr=lr, momentum=self.cfg.momentum, weight_decay=wd)
+    bs, n = self.cfg.batch_size, len(x)
+    nb = n // bs if n > bs else 1
+    sched = make_schedule(opt, self.cfg, epochs, nb)
+    g = torch.Generator(device=self.device); g.manual_seed(self.seed * 1000 + p.t * 10 + len(stage))
+    def batches(ep):
+        perm = torch.randperm(n, generator=g, device=self.device)
+        for i in range(nb):
+            b = perm[i * bs:(i + 1) * bs]
+            xb = self.aug(self.batch_images(x, b, stage, ep, epochs, g), g, True)
+            yield (xb.contiguous(memory_format=torch.channels_last) if self.use_channels_last else xb), y[b]
+    return fit_epochs(self, p, opt, sched, batches, loss_fn, epochs, net=net, ep0=ep0, progress=progress,
+                      before_epoch=lambda ep: self.before_epoch(p, stage, ep, epochs),
+                      after_epoch=lambda ep, row: self.after_epoch(p, stage, ep, epochs, x, y, g, opt.param_groups[0]['lr']))
+
+# %% ../../nbs/13a_methods.foster.ipynb #ac87cb3c
+@patch
+def fit_phase(self: Foster, p: Phase, progress=None) -> dict:
+    "Phase 0: cross-entropy; later phases: boosting the teacher (beta1 weights), then compressing it into the student by balanced KD (beta2 weights, no weight decay)."
+    x, y = self.training_data(p); c = self.cfg; self.fit_x = x
+    lr = c.base_lr if p.t == 0 and c.base_lr is not None else c.lr
+    if p.t == 0:
+        h, n = self.train_stage(p, 'base', self.model, x, y, self.epochs(p), self.ce_loss, lr, c.weight_decay, progress)
+        return {'history': h, 'images': n}
+    counts = self.class_counts(y, p)
+    self.w1, self.w2 = effective_weights(counts, c.beta1).to(self.device), effective_weights(counts, c.beta2).to(self.device)
+    hb, nb_ = self.train_stage(p, 'boost', self.teacher, x, y, c.epochs, self.boost_loss, lr, c.weight_decay, progress)
+    if c.bn_refresh: reestimate_bn(self.teacher, x, self.bn_prep(p), self.autocast, c.eval_batch_size)   # the distillation target's statistics
+    self.teacher.eval()
+    hc, nc = self.train_stage(p, 'compress', self.model, x, y, c.compress_epochs, self.compress_loss,
+                              c.compress_lr if c.compress_lr is not None else lr, 0., progress, ep0=c.epochs)
+    return {'history': hb + hc, 'images': nb_ + nc}
+
+# %% ../../nbs/13a_methods.foster.ipynb #f11b4cb2
+@patch
+def feature_fn(self: Foster):
+    "The student's features, or with feature_net='teacher' (while a teacher exists: phases >= 1) the teacher's concatenated ones."
+    if self.cfg.feature_net == 'teacher' and self.teacher is not None: self.teacher.eval(); return self.teacher.features
+    return self.model.features
+
+@patch
+def after_phase(self: Foster, p: Phase):
+    "Herding (on `feature_fn`'s features) and the class means, as for every method."
+    self.model.eval()
+    update_memory(self.memory, self.budget, self.feature_fn(), self.train_x, self.train_y, p.train_idx, p.labels,
+                  p.n_seen, self.prep, self.cfg.selection)
+    self.update_means(p)
+
+@patch
+def update_means(self: Foster, p: Phase):
+    "The class means of the exemplars (with flipped copies where the data flip) on `feature_fn`'s features."
+    self.means = class_means(self.feature_fn(), self.memory, self.prep, flip=self.data.flip, n_classes=p.n_seen)
+
+# %% ../../nbs/13a_methods.foster.ipynb #f4631426
+@patch
+def predict_heads(self: Foster, x, heads) -> dict:
+    "As every method's; with feature_net='teacher' (and a teacher), `nme` runs on the teacher's features."
+    with torch.no_grad():
+        if self.cfg.feature_net == 'student' or self.teacher is None or 'nme' not in heads: return super(Foster, self).predict_heads(x, heads)
         rest = [h for h in heads if h != 'nme']
-        out = super().predict_heads(x, rest) if rest else {}
+        out = super(Foster, self).predict_heads(x, rest) if rest else {}
         fn, nme = self.feature_fn(), []
         for xb in x.split(self.cfg.eval_batch_size):
             with self.autocast(): nme.append(nme_predict(fn(self.prep(xb)).float(), self.means))
         out['nme'] = torch.cat(nme)
         return {h: out[h] for h in heads}
 
-    @torch.no_grad()
-    def extra_heads(self, p: Phase) -> dict:
-        "The teacher's predictions (in phase 0, the one network's); the teacher is dropped afterwards."
+# %% ../../nbs/13a_methods.foster.ipynb #1cabf66f
+@patch
+def extra_heads(self: Foster, p: Phase) -> dict:
+    "The teacher's predictions (in phase 0, the one network's); the teacher is dropped afterwards."
+    with torch.no_grad():
         xt = self.test_x[p.test_idx]
         if self.teacher is None: return {'teacher': self.predict(xt, 'cnn')}
         self.teacher.eval()
@@ -217,9 +254,12 @@ class Foster(Method):
         self.teacher = None
         return {'teacher': torch.cat(out)}
 
-    def record(self, extras: dict, p: Phase) -> dict:
-        n = self.memory.counts()
-        extras.setdefault('exemplars_per_class', []).append(sum(n.values()) / max(len(n), 1))
-        extras.setdefault('memory_per_class', []).append(self.memory_units() / max(len(n), 1))
-        return extras
-    def memory_units(self) -> float: return float(len(self.memory))
+@patch
+def record(self: Foster, extras: dict, p: Phase) -> dict:
+    "Exemplars a class and memory a class (in whole images) after each phase."
+    n = self.memory.counts()
+    extras.setdefault('exemplars_per_class', []).append(sum(n.values()) / max(len(n), 1))
+    extras.setdefault('memory_per_class', []).append(self.memory_units() / max(len(n), 1))
+    return extras
+@patch
+def memory_units(self: Foster) -> float: return float(len(self.memory))
