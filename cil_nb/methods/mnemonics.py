@@ -65,10 +65,12 @@ class MnemonicsConfig(HostedConfig):
         check(self.transfer_scale in ('channel', 'released'), f"transfer_scale must be 'channel' or 'released', got {self.transfer_scale!r}")
         check(self.hyper_chunk is None or (isinstance(self.hyper_chunk, int) and self.hyper_chunk >= 1),
               f'hyper_chunk must be None (one graph) or an integer >= 1 (exemplars a piece), got {self.hyper_chunk!r}')
-    @property
-    def alpha(self) -> float:
-        "The inner SGD rate: `inner_lr`, or the objective's own when it is None."
-        return self.inner_lr if self.inner_lr is not None else (V1_INNER_LR if self.objective == 'v1' else 0.1)
+
+# %% ../../nbs/10_methods.mnemonics.ipynb #45ee1aa4
+@patch(as_prop=True)
+def alpha(self: MnemonicsConfig) -> float:
+    "The inner SGD rate: `inner_lr`, or the objective's own when it is None."
+    return self.inner_lr if self.inner_lr is not None else (V1_INNER_LR if self.objective == 'v1' else 0.1)
 
 # %% ../../nbs/10_methods.mnemonics.ipynb #bda54352
 def split_params(model) -> tuple:
@@ -202,7 +204,7 @@ def released_objective(model, prep, ex_y, qx, qy, means, batch: int, seed: int =
         return loss.detach(), g
     return vg
 
-# %% ../../nbs/10_methods.mnemonics.ipynb #5ba71be1
+# %% ../../nbs/10_methods.mnemonics.ipynb #73d426e0
 def slots(y) -> torch.Tensor:
     "Each exemplar's position among those of its class, in order (0, 1, 2, ... per class)."
     pos = torch.zeros_like(y)
@@ -223,6 +225,7 @@ def v1_adapt(W, fe, y, lr: float, passes: int = 1, create_graph: bool = True) ->
             W = W - lr * g
     return W
 
+# %% ../../nbs/10_methods.mnemonics.ipynb #882cc985
 def v1_objective(model, prep, ex_y, qx, qy, lr: float, batch: int, passes: int = 1, seed: int = 0, create_graph: bool = True):
     """The first release's bilevel loss (`MnemonicsTrainer.mnemonics_train`) as `value_and_grad(ex, i)`: the model's
     classifier rows adapted on the exemplars by `v1_adapt`, then CE of cos(features(query batch), adapted rows)."""
