@@ -28,7 +28,7 @@ from .cli import prepare, RunSpec, load_methods, check_out, machine_note, label_
 
 # %% auto #0
 __all__ = ['peak_memory_mb', 'train_images_per_second', 'bench_folders', 'benchmark', 'bench_rows', 'bench_table',
-           'plot_bench_curves', 'write_bench', 'cil_nb_bench']
+           'plot_bench_curves', 'write_bench', 'cil_nb_bench', 'regime_results', 'regime_table', 'plot_regime']
 
 # %% ../nbs/20_benchmark.ipynb #6175968c
 def peak_memory_mb(device) -> float:
@@ -281,3 +281,51 @@ def cil_nb_bench(argv=None, **kw):
     main('cil_nb_bench', body)
 
 if __name__ == '__main__' and sys.argv[0].endswith('benchmark.py'): cil_nb_bench()   # python -m cil_nb.benchmark
+
+# %% ../nbs/20_benchmark.ipynb #39b5a6ff
+def regime_results(folders: dict) -> dict:
+    "{regime: {variant: {'seeds', 'phase_sizes', 'avg_cnn', 'last_cnn', ...}}} from `cil_nb_bench --out` folders (several a regime pool)."
+    out = {}
+    for regime, fs in folders.items():
+        rows = out.setdefault(regime, {})
+        for folder in ([fs] if isinstance(fs, (str, Path)) else fs):
+            for f in sorted(Path(folder).glob('*/seed*/results.json')):
+                r = json.loads(f.read_text())
+                if len(r['phase_seconds']) < len(r['phase_sizes']): continue     # unfinished
+                row = rows.setdefault(f.parent.parent.name, {'seeds': [], 'phase_sizes': r['phase_sizes']})
+                row['seeds'].append(r['seed'])
+                for head, s in r['summary'].items():
+                    row.setdefault(f'avg_{head}', []).append(s['avg_inc_acc']); row.setdefault(f'last_{head}', []).append(s['last_acc'])
+    return out
+
+def _gap(rows, name, ref, head):
+    a, b = rows.get(name, {}).get(f'avg_{head}'), rows.get(ref, {}).get(f'avg_{head}')
+    return float(np.mean(a) - np.mean(b)) if a and b else None
+
+# %% ../nbs/20_benchmark.ipynb #55e5eb91
+def regime_table(res: dict, ref: str = 'lucir', heads=('cnn', 'nme')) -> str:
+    "Markdown: one row a (regime, variant), mean ± std of A_avg and last accuracy, and the A_avg difference to `ref`."
+    ms = lambda v: '-' if not v else f'{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}'
+    cols = [f'A_avg {h.upper()}' for h in heads] + [f'last {h.upper()}' for h in heads] + [f'{h.upper()} vs `{ref}`' for h in heads]
+    lines = ['| regime | variant | seeds | ' + ' | '.join(cols) + ' |', '|---|---|---:|' + '---:|' * len(cols)]
+    for regime, rows in res.items():
+        for name, r in rows.items():
+            gaps = ['-' if name == ref or _gap(rows, name, ref, h) is None else f'{_gap(rows, name, ref, h):+.2f}' for h in heads]
+            vals = [ms(r.get(f'avg_{h}')) for h in heads] + [ms(r.get(f'last_{h}')) for h in heads] + gaps
+            lines.append(f"| {regime} | `{name}` | {len(r['seeds'])} | " + ' | '.join(vals) + ' |')
+    return '\n'.join(lines)
+
+def plot_regime(res: dict, variants, ref: str = 'lucir', heads=('cnn', 'nme'), xlabel: str = 'regime', labels: dict | None = None):
+    "Each variant's A_avg minus `ref`'s, over the regimes (x: the keys of `res`, in order), one panel a head; 0 is the host."
+    regimes = list(res); fig, axs = plt.subplots(1, len(heads), figsize=(5.2 * len(heads), 3.6), squeeze=False)
+    for ax, h in zip(axs[0], heads):
+        ax.axhline(0, color='0.5', lw=1, ls='--', label=f'{ref} (the host)')
+        for k, v in enumerate(variants):
+            g = [_gap(res[x], v, ref, h) for x in regimes]
+            sd = [np.std(res[x][v][f'avg_{h}'], ddof=1) if g[i] is not None and len(res[x][v][f'avg_{h}']) > 1 else 0 for i, x in enumerate(regimes)]
+            pts = [(i, y, s) for i, (y, s) in enumerate(zip(g, sd)) if y is not None]
+            if pts: ax.errorbar(*zip(*[(i, y) for i, y, _ in pts]), yerr=[s for *_, s in pts], marker='o', capsize=3, color=f'C{k}', label=(labels or {}).get(v, v))
+        ax.set_xticks(range(len(regimes)), regimes); ax.set_xlabel(xlabel); ax.set_ylabel(f'A_avg {h.upper()} minus {ref} (points)')
+        ax.set_title(f'{h.upper()} head', fontsize=10)
+    axs[0, -1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1)); fig.tight_layout()
+    return fig
