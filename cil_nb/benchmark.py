@@ -298,32 +298,36 @@ def regime_results(folders: dict) -> dict:
                     row.setdefault(f'avg_{head}', []).append(s['avg_inc_acc']); row.setdefault(f'last_{head}', []).append(s['last_acc'])
     return out
 
-def _gap(rows, name, ref, head):
+def _gap(rows, name, ref, head, spread: bool = False):
+    "Mean A_avg of `name` minus `ref`'s; with `spread`, also the std of the per-seed differences (paired by seed), else 0."
     a, b = rows.get(name, {}).get(f'avg_{head}'), rows.get(ref, {}).get(f'avg_{head}')
-    return float(np.mean(a) - np.mean(b)) if a and b else None
+    if not a or not b: return (None, None) if spread else None
+    g = float(np.mean(a) - np.mean(b))
+    if not spread: return g
+    pa, pb = dict(zip(rows[name]['seeds'], a)), dict(zip(rows[ref]['seeds'], b)); both = sorted(set(pa) & set(pb))
+    return g, (float(np.std([pa[s] - pb[s] for s in both], ddof=1)) if len(both) > 1 else 0.)
 
 # %% ../nbs/20_benchmark.ipynb #55e5eb91
 def regime_table(res: dict, ref: str = 'lucir', heads=('cnn', 'nme')) -> str:
-    "Markdown: one row a (regime, variant), mean ± std of A_avg and last accuracy, and the A_avg difference to `ref`."
+    "Markdown: one row a (regime, variant), mean ± std of A_avg and last accuracy, and the A_avg difference to `ref` (± over seeds, paired)."
     ms = lambda v: '-' if not v else f'{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}'
     cols = [f'A_avg {h.upper()}' for h in heads] + [f'last {h.upper()}' for h in heads] + [f'{h.upper()} vs `{ref}`' for h in heads]
     lines = ['| regime | variant | seeds | ' + ' | '.join(cols) + ' |', '|---|---|---:|' + '---:|' * len(cols)]
     for regime, rows in res.items():
         for name, r in rows.items():
-            gaps = ['-' if name == ref or _gap(rows, name, ref, h) is None else f'{_gap(rows, name, ref, h):+.2f}' for h in heads]
+            gaps = ['-' if name == ref or _gap(rows, name, ref, h) is None else '{:+.2f} ± {:.2f}'.format(*_gap(rows, name, ref, h, True)) for h in heads]
             vals = [ms(r.get(f'avg_{h}')) for h in heads] + [ms(r.get(f'last_{h}')) for h in heads] + gaps
             lines.append(f"| {regime} | `{name}` | {len(r['seeds'])} | " + ' | '.join(vals) + ' |')
     return '\n'.join(lines)
 
 def plot_regime(res: dict, variants, ref: str = 'lucir', heads=('cnn', 'nme'), xlabel: str = 'regime', labels: dict | None = None):
-    "Each variant's A_avg minus `ref`'s, over the regimes (x: the keys of `res`, in order), one panel a head; 0 is the host."
+    "Each variant's A_avg minus `ref`'s over the regimes (x: the keys of `res`, in order; bars: std of the paired per-seed differences), a panel a head."
     regimes = list(res); fig, axs = plt.subplots(1, len(heads), figsize=(5.2 * len(heads), 3.6), squeeze=False)
     for ax, h in zip(axs[0], heads):
         ax.axhline(0, color='0.5', lw=1, ls='--', label=f'{ref} (the host)')
         for k, v in enumerate(variants):
-            g = [_gap(res[x], v, ref, h) for x in regimes]
-            sd = [np.std(res[x][v][f'avg_{h}'], ddof=1) if g[i] is not None and len(res[x][v][f'avg_{h}']) > 1 else 0 for i, x in enumerate(regimes)]
-            pts = [(i, y, s) for i, (y, s) in enumerate(zip(g, sd)) if y is not None]
+            pts = [(i, *_gap(res[x], v, ref, h, True)) for i, x in enumerate(regimes)]
+            pts = [p for p in pts if p[1] is not None]
             if pts: ax.errorbar(*zip(*[(i, y) for i, y, _ in pts]), yerr=[s for *_, s in pts], marker='o', capsize=3, color=f'C{k}', label=(labels or {}).get(v, v))
         ax.set_xticks(range(len(regimes)), regimes); ax.set_xlabel(xlabel); ax.set_ylabel(f'A_avg {h.upper()} minus {ref} (points)')
         ax.set_title(f'{h.upper()} head', fontsize=10)
