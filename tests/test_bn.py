@@ -15,15 +15,26 @@ def _bns(net):
     net.eval(); return out
 
 def test_short_phase_cnn_head_needs_reestimated_statistics():
-    "ResNet-20, 2 epochs of 16 steps on digits: the same weights score about 54 % with lagging statistics, about 98 % re-estimated."
+    """ResNet-20, 2 epochs of 16 steps on digits. The same weights either way; with lagging statistics (momentum 0.1:
+    about a fifth of the initial ones remain) the running variances are far from what the final weights give on the
+    phase's images, and re-estimated they are those. How much the CNN head loses to the lag moves with the CPU type and
+    the seed (seed 0: 54 against 98 % on an AVX512 machine, 86 against 98.6 % on an AVX2 one), so the accuracy is
+    asserted not to fall, the statistics to match."""
+    import copy
     sc = Scenario(load_dataset('digits', size=16), base=4, increment=2)
-    acc, weights = {}, {}
+    acc, ms = {}, {}
     for on in (False, True):
         m = get_method('icarl', None, backbone='resnet20', epochs=2, batch_size=32, memory=40, bn_refresh=on)
         r = run(m, sc, device='cpu', seed=0, log=lambda s: None, progress=False, phases=1)
-        acc[on], weights[on] = r.metrics.acc('cnn')[0], [p.detach().clone() for p in m.model.parameters()]
-    for a, b in zip(weights[False], weights[True]): assert torch.equal(a, b)   # training is the same: only the statistics differ
-    assert acc[True] >= 90 and acc[True] - acc[False] >= 20, acc
+        acc[on], ms[on] = r.metrics.acc('cnn')[0], m
+    for a, b in zip(ms[False].model.parameters(), ms[True].model.parameters()): assert torch.equal(a, b)   # training is the same
+    p = ms[True].sc[0]; x = ms[True].train_x[p.train_idx]        # phase 0 trained on these alone
+    def var_error(m):
+        ref = copy.deepcopy(m.model); reestimate_bn(ref, x, m.bn_prep(p), m.autocast, m.cfg.eval_batch_size)
+        return max(((a.running_var - b.running_var).abs() / b.running_var.clamp_min(1e-5)).mean().item() for a, b in zip(_bns(m.model), _bns(ref)))
+    lag, fresh = var_error(ms[False]), var_error(ms[True])
+    assert fresh < 1e-4 and lag > 0.05, (lag, fresh)   # here: 0.0 and 0.12 (the worst layer's mean relative error)
+    assert acc[True] >= 90 and acc[True] >= acc[False], acc
 
 @pytest.mark.parametrize('name', sorted(n for n in METHODS if n != 'replay'))
 def test_every_method_ends_its_phase_with_reestimated_statistics(name):
